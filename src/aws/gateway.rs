@@ -1,0 +1,292 @@
+//! API Gateway behind `KeyGateway`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_apigateway::types::{Op, PatchOperation};
+use aws_sdk_apigateway::Client;
+
+use super::{aws_error, is_code};
+use crate::error::AwsError;
+use crate::ports::{ApiKey, KeyGateway, NewKey, UsagePlan};
+use crate::secret::KeyValue;
+
+const NOT_FOUND: &str = "NotFoundException";
+const CONFLICT: &str = "ConflictException";
+/// GetApiKeys and GetUsagePlans return at most 500 items a page.
+const PAGE: i32 = 500;
+
+#[derive(Debug, Clone)]
+pub struct AwsKeyGateway {
+    client: Client,
+    region: String,
+}
+
+impl AwsKeyGateway {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+        Self::from_client(Client::new(sdk), region)
+    }
+    pub fn from_client(client: Client, region: String) -> Self {
+        AwsKeyGateway { client, region }
+    }
+    fn key_arn(&self, key_id: &str) -> String {
+        let partition = if self.region.starts_with("cn-") {
+            "aws-cn"
+        } else if self.region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        };
+        format!(
+            "arn:{partition}:apigateway:{}::/apikeys/{key_id}",
+            self.region
+        )
+    }
+}
+
+fn to_key(k: &aws_sdk_apigateway::types::ApiKey) -> ApiKey {
+    ApiKey {
+        id: k.id().unwrap_or_default().to_owned(),
+        name: k.name().unwrap_or_default().to_owned(),
+        value: k.value().map(KeyValue::new),
+        enabled: k.enabled(),
+        description: k.description().map(str::to_owned),
+        customer_id: k.customer_id().map(str::to_owned),
+        tags: k
+            .tags()
+            .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+            .unwrap_or_default(),
+        created: k.created_date().map(|d| d.secs()),
+    }
+}
+
+fn to_hash(tags: &BTreeMap<String, String>) -> HashMap<String, String> {
+    tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+impl AwsKeyGateway {
+    async fn get_api_keys(
+        &self,
+        name: Option<&str>,
+        values: bool,
+    ) -> Result<Vec<ApiKey>, AwsError> {
+        let mut keys = Vec::new();
+        let mut position: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .get_api_keys()
+                .set_name_query(name.map(str::to_owned))
+                .include_values(values)
+                .limit(PAGE)
+                .set_position(position.clone())
+                .send()
+                .await
+                .map_err(|e| aws_error("GetApiKeys", &e))?;
+            keys.extend(out.items().iter().map(to_key));
+            match out.position() {
+                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
+                    position = Some(p.to_owned())
+                }
+                _ => return Ok(keys),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl KeyGateway for AwsKeyGateway {
+    async fn get_usage_plan(&self, plan_id: &str) -> Result<Option<UsagePlan>, AwsError> {
+        match self
+            .client
+            .get_usage_plan()
+            .usage_plan_id(plan_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(UsagePlan {
+                id: out.id().unwrap_or(plan_id).to_owned(),
+                api_stages: out
+                    .api_stages()
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.api_id().unwrap_or_default().to_owned(),
+                            s.stage().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+            })),
+            Err(e) if is_code(&e, NOT_FOUND) => Ok(None),
+            Err(e) => Err(aws_error("GetUsagePlan", &e)),
+        }
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<ApiKey>, AwsError> {
+        match self
+            .client
+            .get_api_key()
+            .api_key(key_id)
+            .include_value(true)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ApiKey {
+                id: out.id().unwrap_or(key_id).to_owned(),
+                name: out.name().unwrap_or_default().to_owned(),
+                value: out.value().map(KeyValue::new),
+                enabled: out.enabled(),
+                description: out.description().map(str::to_owned),
+                customer_id: out.customer_id().map(str::to_owned),
+                tags: out
+                    .tags()
+                    .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+                    .unwrap_or_default(),
+                created: out.created_date().map(|d| d.secs()),
+            })),
+            Err(e) if is_code(&e, NOT_FOUND) => Ok(None),
+            Err(e) => Err(aws_error("GetApiKey", &e)),
+        }
+    }
+
+    async fn find_keys_named(&self, name: &str) -> Result<Vec<ApiKey>, AwsError> {
+        // nameQuery matches more than the exact name (prefixes too), so filter here.
+        let mut keys = self.get_api_keys(Some(name), true).await?;
+        keys.retain(|k| k.name == name);
+        Ok(keys)
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, AwsError> {
+        self.get_api_keys(None, false).await
+    }
+
+    async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError> {
+        let out = self
+            .client
+            .create_api_key()
+            .name(&key.name)
+            .set_description(key.description.clone())
+            .set_customer_id(key.customer_id.clone())
+            .enabled(true)
+            .set_tags(Some(to_hash(&key.tags)))
+            .send()
+            .await
+            .map_err(|e| aws_error("CreateApiKey", &e))?;
+        Ok(ApiKey {
+            id: out.id().unwrap_or_default().to_owned(),
+            name: out.name().unwrap_or_default().to_owned(),
+            value: out.value().map(KeyValue::new),
+            enabled: out.enabled(),
+            description: out.description().map(str::to_owned),
+            customer_id: out.customer_id().map(str::to_owned),
+            tags: key.tags.clone(),
+            created: out.created_date().map(|d| d.secs()),
+        })
+    }
+
+    async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
+        self.client
+            .tag_resource()
+            .resource_arn(self.key_arn(key_id))
+            .set_tags(Some(to_hash(tags)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_error("TagResource", &e))
+    }
+
+    async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError> {
+        self.client
+            .update_api_key()
+            .api_key(key_id)
+            .patch_operations(
+                PatchOperation::builder()
+                    .op(Op::Replace)
+                    .path("/enabled")
+                    .value(if enabled { "true" } else { "false" })
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_error("UpdateApiKey", &e))
+    }
+
+    async fn delete_key(&self, key_id: &str) -> Result<(), AwsError> {
+        match self.client.delete_api_key().api_key(key_id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, NOT_FOUND) => Ok(()),
+            Err(e) => Err(aws_error("DeleteApiKey", &e)),
+        }
+    }
+
+    async fn plans_of_key(&self, key_id: &str) -> Result<Vec<String>, AwsError> {
+        let mut plans = Vec::new();
+        let mut position: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .get_usage_plans()
+                .key_id(key_id)
+                .limit(PAGE)
+                .set_position(position.clone())
+                .send()
+                .await
+                .map_err(|e| aws_error("GetUsagePlans", &e))?;
+            plans.extend(out.items().iter().filter_map(|p| p.id().map(str::to_owned)));
+            match out.position() {
+                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
+                    position = Some(p.to_owned())
+                }
+                _ => return Ok(plans),
+            }
+        }
+    }
+
+    async fn is_attached(&self, plan_id: &str, key_id: &str) -> Result<bool, AwsError> {
+        match self
+            .client
+            .get_usage_plan_key()
+            .usage_plan_id(plan_id)
+            .key_id(key_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, NOT_FOUND) => Ok(false),
+            Err(e) => Err(aws_error("GetUsagePlanKey", &e)),
+        }
+    }
+
+    async fn attach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError> {
+        match self
+            .client
+            .create_usage_plan_key()
+            .usage_plan_id(plan_id)
+            .key_id(key_id)
+            .key_type("API_KEY")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, CONFLICT) => Ok(()),
+            Err(e) => Err(aws_error("CreateUsagePlanKey", &e)),
+        }
+    }
+
+    async fn detach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError> {
+        match self
+            .client
+            .delete_usage_plan_key()
+            .usage_plan_id(plan_id)
+            .key_id(key_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, NOT_FOUND) => Ok(()),
+            Err(e) => Err(aws_error("DeleteUsagePlanKey", &e)),
+        }
+    }
+}

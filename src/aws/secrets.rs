@@ -1,0 +1,120 @@
+//! Secrets Manager behind `SecretStore`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+
+use super::{aws_error, is_code};
+use crate::error::AwsError;
+use crate::event::RotationToken;
+use crate::ports::{SecretMetadata, SecretStore, SecretText, VersionRef};
+
+const NOT_FOUND: &str = "ResourceNotFoundException";
+
+#[derive(Debug, Clone)]
+pub struct AwsSecretStore {
+    client: Client,
+}
+
+impl AwsSecretStore {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        AwsSecretStore {
+            client: Client::new(sdk),
+        }
+    }
+    pub fn from_client(client: Client) -> Self {
+        AwsSecretStore { client }
+    }
+}
+
+#[async_trait]
+impl SecretStore for AwsSecretStore {
+    async fn describe(&self, secret_id: &str) -> Result<SecretMetadata, AwsError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeSecret", &e))?;
+        let versions: BTreeMap<String, Vec<String>> = out
+            .version_ids_to_stages()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        Ok(SecretMetadata {
+            arn: out.arn().unwrap_or_default().to_owned(),
+            name: out.name().unwrap_or_default().to_owned(),
+            rotation_enabled: out.rotation_enabled().unwrap_or(false),
+            versions,
+            tags: out
+                .tags()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_owned(),
+                        t.value().unwrap_or_default().to_owned(),
+                    ))
+                })
+                .collect(),
+        })
+    }
+
+    async fn get_value(
+        &self,
+        secret_id: &str,
+        version: VersionRef<'_>,
+    ) -> Result<Option<SecretText>, AwsError> {
+        let req = self.client.get_secret_value().secret_id(secret_id);
+        let req = match version {
+            VersionRef::Id(id, stage) => req
+                .version_id(id)
+                .set_version_stage(stage.map(str::to_owned)),
+            VersionRef::Stage(stage) => req.version_stage(stage),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.secret_string().map(|s| SecretText(s.to_owned()))),
+            Err(e) if is_code(&e, NOT_FOUND) => Ok(None),
+            Err(e) => Err(aws_error("GetSecretValue", &e)),
+        }
+    }
+
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        value: &SecretText,
+        rotation_token: Option<&RotationToken>,
+    ) -> Result<(), AwsError> {
+        self.client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .client_request_token(token)
+            .secret_string(value.0.clone())
+            .version_stages(crate::ports::AWSPENDING)
+            .set_rotation_token(rotation_token.map(|t| t.expose().to_owned()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_error("PutSecretValue", &e))
+    }
+
+    async fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), AwsError> {
+        self.client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .set_move_to_version_id(to.map(str::to_owned))
+            .set_remove_from_version_id(from.map(str::to_owned))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_error("UpdateSecretVersionStage", &e))
+    }
+}

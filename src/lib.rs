@@ -1,0 +1,36 @@
+//! api-key-rotator: a Secrets Manager rotation function for Amazon API Gateway API keys.
+//!
+//! Raw event + secret tags are validated into settings with no side effects (`event`,
+//! `config`, `secret`); the steps (`rotation`) work on those through narrow traits (`ports`),
+//! which the SDK adapters (`aws`) and the HTTP probe (`probe`) implement.
+
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod ports;
+pub mod probe;
+pub mod rotation;
+pub mod secret;
+pub mod telemetry;
+
+pub use error::{Error, ErrorKind};
+pub use rotation::Rotator;
+
+/// The production rotator: the AWS adapters and the HTTP probe.
+pub type AwsRotator = Rotator<aws::AwsSecretStore, aws::AwsKeyGateway, probe::HttpProber>;
+
+/// Builds the production rotator from the process environment. Clients are built here, once.
+pub async fn rotator_from_env() -> Result<AwsRotator, Box<dyn std::error::Error + Send + Sync>> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let sdk_settings = aws::SdkSettings::from_lookup(&lookup).map_err(|f| f.to_string())?;
+    let sdk = aws::load_sdk_config(&sdk_settings).await;
+    let config = config::FunctionConfig::from_lookup(&lookup);
+    let probe_config = config.as_ref().map(|c| c.probe).unwrap_or_default();
+    Ok(Rotator::new(
+        aws::AwsSecretStore::new(&sdk),
+        aws::AwsKeyGateway::new(&sdk),
+        probe::HttpProber::new(probe_config)?,
+        config,
+    ))
+}

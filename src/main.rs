@@ -1,0 +1,16 @@
+//! The Lambda `bootstrap`: telemetry, configuration and clients once, then the runtime loop.
+
+use api_key_rotator::{rotator_from_env, telemetry};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let rotator = rotator_from_env().await?;
+    let rotator = &rotator;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        rotator.handle(&event.payload).await
+    }))
+    .await
+}

@@ -1,0 +1,158 @@
+//! The capabilities the rotation needs, one trait each, with domain types in and out. The AWS
+//! adapters (`crate::aws`) implement them; unit tests use in-memory fakes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::error::{AwsError, StepResult};
+use crate::event::RotationToken;
+use crate::secret::KeyValue;
+
+pub const AWSCURRENT: &str = "AWSCURRENT";
+pub const AWSPENDING: &str = "AWSPENDING";
+pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
+
+/// A secret's metadata: what DescribeSecret says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecretMetadata {
+    pub arn: String,
+    pub name: String,
+    pub rotation_enabled: bool,
+    /// Version id → staging labels.
+    pub versions: BTreeMap<String, Vec<String>>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl SecretMetadata {
+    pub fn stages_of(&self, version: &str) -> Option<&[String]> {
+        self.versions.get(version).map(Vec::as_slice)
+    }
+    pub fn has_stage(&self, version: &str, stage: &str) -> bool {
+        self.stages_of(version)
+            .is_some_and(|s| s.iter().any(|l| l == stage))
+    }
+    pub fn version_with(&self, stage: &str) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(v, _)| v.as_str())
+    }
+}
+
+/// A secret's string value: may hold a key value, so never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+/// Which version to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionRef<'a> {
+    /// This version id, and it must carry this stage.
+    Id(&'a str, Option<&'a str>),
+    /// Whatever version carries this stage.
+    Stage(&'a str),
+}
+
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    async fn describe(&self, secret_id: &str) -> Result<SecretMetadata, AwsError>;
+    /// `None` when the version (or stage) has no value, as with the placeholder RotateSecret makes.
+    async fn get_value(
+        &self,
+        secret_id: &str,
+        version: VersionRef<'_>,
+    ) -> Result<Option<SecretText>, AwsError>;
+    /// Writes the token's version, staged AWSPENDING.
+    async fn put_pending(
+        &self,
+        secret_id: &str,
+        token: &str,
+        value: &SecretText,
+        rotation_token: Option<&RotationToken>,
+    ) -> Result<(), AwsError>;
+    /// UpdateSecretVersionStage.
+    async fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), AwsError>;
+}
+
+/// A usage plan and the API stages it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePlan {
+    pub id: String,
+    /// (API id, stage name)
+    pub api_stages: Vec<(String, String)>,
+}
+
+impl UsagePlan {
+    pub fn api_ids(plans: &[UsagePlan]) -> BTreeSet<String> {
+        plans
+            .iter()
+            .flat_map(|p| p.api_stages.iter().map(|(api, _)| api.clone()))
+            .collect()
+    }
+}
+
+/// An API key as API Gateway describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// Present when the call asked for values.
+    pub value: Option<KeyValue>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub customer_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Seconds since the epoch.
+    pub created: Option<i64>,
+}
+
+/// What CreateApiKey is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub name: String,
+    pub description: Option<String>,
+    pub customer_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[async_trait]
+pub trait KeyGateway: Send + Sync {
+    async fn get_usage_plan(&self, plan_id: &str) -> Result<Option<UsagePlan>, AwsError>;
+    /// With its value. `None` when it does not exist.
+    async fn get_key(&self, key_id: &str) -> Result<Option<ApiKey>, AwsError>;
+    /// Keys whose name is exactly `name`, with values.
+    async fn find_keys_named(&self, name: &str) -> Result<Vec<ApiKey>, AwsError>;
+    /// Every key in the account and region, without values.
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, AwsError>;
+    async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError>;
+    async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError>;
+    async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError>;
+    /// Succeeds when the key is already gone.
+    async fn delete_key(&self, key_id: &str) -> Result<(), AwsError>;
+    /// The ids of the usage plans the key is attached to.
+    async fn plans_of_key(&self, key_id: &str) -> Result<Vec<String>, AwsError>;
+    async fn is_attached(&self, plan_id: &str, key_id: &str) -> Result<bool, AwsError>;
+    /// Succeeds when already attached.
+    async fn attach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError>;
+    /// Succeeds when already detached.
+    async fn detach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError>;
+}
+
+/// The testSecret probe: a GET with `x-api-key` that must answer 2xx.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    async fn probe(&self, url: &reqwest::Url, key: &KeyValue) -> StepResult<()>;
+}

@@ -1,0 +1,67 @@
+//! The testSecret probe over HTTP: a GET with `x-api-key`, no redirects, retried until a 2xx
+//! answer or the budget runs out, because a new key takes seconds to reach the data plane.
+
+use async_trait::async_trait;
+use reqwest::{redirect, Client, Url};
+use tokio::time::{sleep, Instant};
+
+use crate::config::ProbeConfig;
+use crate::error::{Failure, StepResult};
+use crate::ports::Prober;
+use crate::secret::KeyValue;
+
+#[derive(Debug, Clone)]
+pub struct HttpProber {
+    client: Client,
+    config: ProbeConfig,
+}
+
+impl HttpProber {
+    pub fn new(config: ProbeConfig) -> Result<Self, reqwest::Error> {
+        let client = Client::builder()
+            .redirect(redirect::Policy::none())
+            .timeout(config.attempt_timeout)
+            .user_agent(concat!("api-key-rotator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HttpProber { client, config })
+    }
+}
+
+#[async_trait]
+impl Prober for HttpProber {
+    async fn probe(&self, url: &Url, key: &KeyValue) -> StepResult<()> {
+        let started = Instant::now();
+        let deadline = started + self.config.budget;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = self
+                .client
+                .get(url.clone())
+                .header("x-api-key", key.expose())
+                .send()
+                .await;
+            let last = match outcome {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::info!(
+                        attempts,
+                        status = resp.status().as_u16(),
+                        "TestUrl probe passed"
+                    );
+                    return Ok(());
+                }
+                Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
+                // Without the URL: the error's text is enough, and nothing of the key is in it.
+                Err(e) => format!("request error ({})", e.without_url()),
+            };
+            tracing::info!(attempts, outcome = %last, "TestUrl probe not yet passing");
+            if Instant::now() + self.config.interval >= deadline {
+                return Err(Failure::test(format!(
+                    "the TestUrl probe got {last} on attempt {attempts} and no 2xx within {} ms",
+                    self.config.budget.as_millis()
+                )));
+            }
+            sleep(self.config.interval).await;
+        }
+    }
+}

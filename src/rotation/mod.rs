@@ -1,0 +1,206 @@
+//! The four rotation steps. Every step starts with the same checks on the secret's metadata, in
+//! the style of AWS's rotation template; then each step is safe to repeat at any point.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::config::{FunctionConfig, RotationSettings};
+use crate::error::{Error, Failure, StepResult};
+use crate::event::{EventLabels, RotationEvent, Step};
+use crate::ports::{
+    KeyGateway, Prober, SecretMetadata, SecretStore, SecretText, UsagePlan, VersionRef, AWSCURRENT,
+    AWSPENDING,
+};
+use crate::secret::SecretValue;
+
+mod create_secret;
+mod finish_secret;
+mod set_secret;
+mod test_secret;
+
+/// The rotation function: its capabilities, built once, and the function's configuration.
+pub struct Rotator<S, K, P> {
+    pub secrets: S,
+    pub keys: K,
+    pub prober: P,
+    /// An invalid environment is reported on every invocation rather than crashing the runtime.
+    pub config: Result<FunctionConfig, Failure>,
+}
+
+/// Where the token stands, after the shared checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenState {
+    Pending,
+    AlreadyCurrent,
+}
+
+/// What each step gets to work with.
+pub(crate) struct StepCtx<'a> {
+    pub ev: &'a RotationEvent,
+    pub meta: SecretMetadata,
+    pub config: &'a FunctionConfig,
+    pub state: TokenState,
+}
+
+impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
+    pub fn new(secrets: S, keys: K, prober: P, config: Result<FunctionConfig, Failure>) -> Self {
+        Rotator {
+            secrets,
+            keys,
+            prober,
+            config,
+        }
+    }
+
+    /// Handles one raw invocation payload.
+    pub async fn handle(&self, payload: &Value) -> Result<(), Error> {
+        let event = RotationEvent::parse(payload).map_err(|failure| {
+            let labels = EventLabels::from_payload(payload);
+            tracing::error!(error = %failure, "rejected the event; nothing was changed");
+            Error::new(&labels.secret, &labels.step, failure)
+        })?;
+        let span = tracing::info_span!(
+            "rotation",
+            step = %event.step,
+            secret = %event.secret_id,
+            token = %event.token
+        );
+        self.run(&event)
+            .instrument(span.clone())
+            .await
+            .map_err(|failure| {
+                span.in_scope(
+                    || tracing::error!(kind = %failure.kind, error = %failure.cause, "step failed"),
+                );
+                Error::new(&event.secret_id, event.step.as_str(), failure)
+            })
+    }
+
+    async fn run(&self, ev: &RotationEvent) -> StepResult<()> {
+        let config = self.config.as_ref().map_err(Clone::clone)?;
+        let meta = self.secrets.describe(&ev.secret_id).await?;
+        let state = check_token(&meta, &ev.token)?;
+        let ctx = StepCtx {
+            ev,
+            meta,
+            config,
+            state,
+        };
+        match ev.step {
+            Step::Create => self.create_secret(&ctx).await,
+            Step::Set => self.set_secret(&ctx).await,
+            Step::Test => self.test_secret(&ctx).await,
+            Step::Finish => self.finish_secret(&ctx).await,
+        }
+    }
+
+    /// The pending value written by createSecret, or a rotation-state error naming what is
+    /// missing.
+    pub(crate) async fn pending_value(&self, ctx: &StepCtx<'_>) -> StepResult<SecretValue> {
+        let raw = self
+            .secrets
+            .get_value(
+                &ctx.ev.secret_id,
+                VersionRef::Id(&ctx.ev.token, Some(AWSPENDING)),
+            )
+            .await?;
+        match raw {
+            Some(SecretText(text)) if !text.trim().is_empty() => {
+                SecretValue::parse(&text, AWSPENDING)
+            }
+            _ => Err(Failure::state(
+                "the AWSPENDING version has no value yet; createSecret must run first",
+            )),
+        }
+    }
+
+    /// Fetches every configured usage plan, checking that each exists and that no two cover the
+    /// same API stage (API Gateway refuses a key in two such plans).
+    pub(crate) async fn load_plans(
+        &self,
+        settings: &RotationSettings,
+    ) -> StepResult<Vec<UsagePlan>> {
+        let mut plans = Vec::with_capacity(settings.usage_plan_ids.len());
+        for id in &settings.usage_plan_ids {
+            let plan = self
+                .keys
+                .get_usage_plan(id)
+                .await?
+                .ok_or_else(|| Failure::config(format!("usage plan {id} does not exist")))?;
+            plans.push(plan);
+        }
+        let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for plan in &plans {
+            for (api, stage) in &plan.api_stages {
+                if !seen.insert((api, stage)) {
+                    return Err(Failure::config(format!(
+                        "usage plans {} both cover API {api} stage {stage}; API Gateway refuses a key in two such plans",
+                        plans
+                            .iter()
+                            .filter(|p| p.api_stages.iter().any(|(a, s)| a == api && s == stage))
+                            .map(|p| p.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    )));
+                }
+            }
+        }
+        Ok(plans)
+    }
+
+    /// Validates the TestUrl host rule, fetching plans only when the host is not allow-listed.
+    pub(crate) async fn check_test_url(
+        &self,
+        settings: &RotationSettings,
+        plans: Option<&[UsagePlan]>,
+    ) -> StepResult<()> {
+        let Some(url) = &settings.test_url else {
+            return Ok(());
+        };
+        if url.host_allowed {
+            return Ok(());
+        }
+        let api_ids = match plans {
+            Some(plans) => UsagePlan::api_ids(plans),
+            None => UsagePlan::api_ids(&self.load_plans(settings).await?),
+        };
+        url.check_host(&api_ids)
+    }
+
+    /// Detaches a key from every plan it is on, then deletes it. Safe to repeat.
+    pub(crate) async fn delete_key(&self, key_id: &str, why: &str) -> StepResult<()> {
+        for plan in self.keys.plans_of_key(key_id).await? {
+            self.keys.detach(&plan, key_id).await?;
+            tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
+        }
+        self.keys.delete_key(key_id).await?;
+        tracing::info!(key_id, reason = why, "deleted key");
+        Ok(())
+    }
+}
+
+/// The checks every step makes first.
+pub(crate) fn check_token(meta: &SecretMetadata, token: &str) -> StepResult<TokenState> {
+    if !meta.rotation_enabled {
+        return Err(Failure::state("rotation is not enabled for the secret"));
+    }
+    if meta.stages_of(token).is_none() {
+        return Err(Failure::state(
+            "the ClientRequestToken is not a version of the secret",
+        ));
+    }
+    if meta.has_stage(token, AWSCURRENT) {
+        return Ok(TokenState::AlreadyCurrent);
+    }
+    if !meta.has_stage(token, AWSPENDING) {
+        return Err(Failure::state(
+            "the token's version is neither AWSPENDING nor AWSCURRENT",
+        ));
+    }
+    Ok(TokenState::Pending)
+}
+
+#[cfg(test)]
+mod tests;
