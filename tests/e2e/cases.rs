@@ -1,0 +1,924 @@
+//! The end-to-end cases.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_key_rotator::config::{FunctionConfig, OldKeyAction, ProbeConfig, TIE_TAG};
+use api_key_rotator::{AwsRotator, ErrorKind};
+use serde_json::json;
+
+use crate::ensure;
+use crate::support::proxy::{Fault, Proxy};
+use crate::support::world::{str_field, World, STEPS};
+use crate::support::R;
+use crate::TestFn;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|w| Box::pin($name(w))) as TestFn)),*]
+    };
+}
+
+pub fn all() -> Vec<(&'static str, TestFn)> {
+    cases![
+        happy_path_first_then_second_rotation,
+        first_rotation_of_a_secret_without_a_value,
+        every_step_delivered_twice,
+        replaying_a_finished_rotation_changes_nothing,
+        disable_policy_keeps_one_disabled_key,
+        keep_previous_keeps_exactly_two_valid_keys,
+        policy_from_function_environment,
+        two_usage_plans,
+        adoption_of_an_existing_key,
+        rotation_token_is_accepted,
+        bad_tags_and_values_change_nothing,
+        bad_events_change_nothing,
+        step_checks_refuse_wrong_versions,
+        test_url_probe_through_the_gateway,
+        lost_create_answer_leaves_exactly_one_key,
+        fault_matrix_every_write_fails_or_loses_its_answer,
+    ]
+}
+
+fn config() -> FunctionConfig {
+    FunctionConfig {
+        allowed_test_url_hosts: BTreeSet::from(["127.0.0.1".to_owned()]),
+        probe: ProbeConfig {
+            budget: Duration::from_secs(4),
+            attempt_timeout: Duration::from_secs(2),
+            interval: Duration::from_millis(250),
+        },
+        ..FunctionConfig::default()
+    }
+}
+
+async fn rotator(w: &World) -> R<AwsRotator> {
+    w.rotator(&w.endpoint, config()).await
+}
+
+/// A deployed API, a plan covering it, and a tagged secret.
+struct Setup {
+    api: String,
+    plan: String,
+    secret: String,
+    key_name: String,
+}
+
+async fn setup(w: &World, value: Option<&str>, extra_tags: &[(&str, &str)]) -> R<Setup> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let key_name = w.unique("partner");
+    let mut tags = vec![("KeyName", key_name.as_str()), ("UsagePlan", plan.as_str())];
+    tags.extend_from_slice(extra_tags);
+    let secret = w.create_secret(value, &tags).await?;
+    Ok(Setup {
+        api,
+        plan,
+        secret,
+        key_name,
+    })
+}
+
+/// The state every completed rotation must leave: exactly the keys the policy keeps are tied to
+/// the secret, the current key is enabled, attached to every plan and held by AWSCURRENT, and
+/// no AWSPENDING label is left off AWSCURRENT.
+async fn assert_rotated(w: &World, s: &Setup, token: &str, plans: &[&str]) -> R<String> {
+    let current = w.value(&s.secret, "AWSCURRENT").await?;
+    let key_id = str_field(&current, "api_key_id").ok_or("no api_key_id in AWSCURRENT")?;
+    let key = w
+        .key(&key_id)
+        .await?
+        .ok_or("the current key does not exist")?;
+    ensure!(key.enabled(), "current key disabled");
+    ensure!(
+        key.name() == Some(format!("{}-{token}", s.key_name).as_str()),
+        "key name {:?}",
+        key.name()
+    );
+    ensure!(
+        str_field(&current, "api_key_value").as_deref() == key.value(),
+        "value mismatch"
+    );
+    ensure!(
+        str_field(&current, "key_name").as_deref() == key.name(),
+        "key_name mismatch"
+    );
+    ensure!(
+        current.as_ref().and_then(|v| v.get("usage_plan_ids")) == Some(&json!(plans)),
+        "usage_plan_ids {:?}",
+        current.as_ref().and_then(|v| v.get("usage_plan_ids"))
+    );
+    ensure!(
+        key.tags().and_then(|t| t.get(TIE_TAG)) == Some(&s.secret),
+        "key not tied to the secret"
+    );
+    for p in plans {
+        ensure!(
+            w.plan_keys(p).await?.contains(&key_id),
+            "key not attached to {p}"
+        );
+    }
+    let versions = w.versions(&s.secret).await?;
+    ensure!(
+        versions
+            .get(token)
+            .is_some_and(|v| v.iter().any(|l| l == "AWSCURRENT")),
+        "token not AWSCURRENT: {versions:?}"
+    );
+    ensure!(
+        !versions
+            .values()
+            .any(|v| v.iter().any(|l| l == "AWSPENDING")),
+        "AWSPENDING left: {versions:?}"
+    );
+    let same_token: Vec<_> = w
+        .all_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.name().is_some_and(|n| n.ends_with(token)))
+        .collect();
+    ensure!(
+        same_token.len() == 1,
+        "{} keys for the token",
+        same_token.len()
+    );
+    Ok(key_id)
+}
+
+async fn tied_ids(w: &World, secret: &str) -> R<BTreeSet<String>> {
+    Ok(w.tied_keys(secret)
+        .await?
+        .iter()
+        .filter_map(|k| k.id().map(str::to_owned))
+        .collect())
+}
+
+async fn happy_path_first_then_second_rotation(w: Arc<World>) -> R<()> {
+    let s = setup(
+        &w,
+        Some("{}"),
+        &[("Project", "billing"), ("CostCategory", "cc-42")],
+    )
+    .await?;
+    let r = rotator(&w).await?;
+    let (t1, errors) = w.rotate(&r, &s.secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    let k1 = assert_rotated(&w, &s, &t1, &[&s.plan]).await?;
+    let key = w.key(&k1).await?.ok_or("no key")?;
+    let tags = key.tags().cloned().unwrap_or_default();
+    ensure!(
+        tags.get("Project").map(String::as_str) == Some("billing"),
+        "{tags:?}"
+    );
+    ensure!(
+        tags.get("CostCategory").map(String::as_str) == Some("cc-42"),
+        "{tags:?}"
+    );
+    ensure!(
+        !tags.contains_key("KeyName") && !tags.contains_key("UsagePlan"),
+        "{tags:?}"
+    );
+    let v1 = key.value().unwrap_or_default().to_owned();
+    ensure!(
+        w.call_stage(&s.api, &v1).await? == 200,
+        "first key refused by the gateway"
+    );
+
+    let (t2, errors) = w.rotate(&r, &s.secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    let k2 = assert_rotated(&w, &s, &t2, &[&s.plan]).await?;
+    ensure!(k1 != k2, "same key after rotation");
+    ensure!(
+        w.key(&k1).await?.is_none(),
+        "old key not deleted under delete"
+    );
+    ensure!(
+        tied_ids(&w, &s.secret).await? == BTreeSet::from([k2.clone()]),
+        "extra tied keys"
+    );
+    let v2 =
+        str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_value").unwrap_or_default();
+    ensure!(w.call_stage(&s.api, &v2).await? == 200, "new key refused");
+    ensure!(
+        w.call_stage(&s.api, &v1).await? == 403,
+        "old key still let in"
+    );
+    let prev = w.value(&s.secret, "AWSPREVIOUS").await?;
+    ensure!(
+        str_field(&prev, "api_key_id") == Some(k1),
+        "AWSPREVIOUS does not hold the old key"
+    );
+    Ok(())
+}
+
+/// A secret created without any value has no AWSCURRENT version. createSecret makes the first
+/// key and nothing is retired. finishSecret is not run here: moving AWSCURRENT onto a secret that
+/// has no AWSCURRENT version crashes the emulator's UpdateSecretVersionStage ("list index out of
+/// range" in moto's backend), although AWS accepts it.
+async fn first_rotation_of_a_secret_without_a_value(w: Arc<World>) -> R<()> {
+    let s = setup(&w, None, &[]).await?;
+    let r = rotator(&w).await?;
+    let token = w.open_rotation(&s.secret).await?;
+    for step in ["createSecret", "setSecret", "testSecret"] {
+        r.handle(&World::event(step, &s.secret, &token)).await?;
+    }
+    let pending =
+        w.sm.get_secret_value()
+            .secret_id(&s.secret)
+            .version_id(&token)
+            .send()
+            .await?;
+    let pv: serde_json::Value = serde_json::from_str(pending.secret_string().unwrap_or("{}"))?;
+    let id = pv["api_key_id"].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        tied_ids(&w, &s.secret).await? == BTreeSet::from([id.clone()]),
+        "one key for the secret"
+    );
+    ensure!(w.plan_keys(&s.plan).await?.contains(&id), "not attached");
+    let v = pv["api_key_value"].as_str().unwrap_or_default().to_owned();
+    ensure!(w.call_stage(&s.api, &v).await? == 200, "first key refused");
+    Ok(())
+}
+
+async fn every_step_delivered_twice(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some(r#"{"note": "carried over"}"#), &[]).await?;
+    let r = rotator(&w).await?;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let token = w.open_rotation(&s.secret).await?;
+        for step in STEPS {
+            for _ in 0..2 {
+                r.handle(&World::event(step, &s.secret, &token)).await?;
+            }
+        }
+        keys.push(assert_rotated(&w, &s, &token, &[&s.plan]).await?);
+    }
+    ensure!(w.key(&keys[0]).await?.is_none(), "old key survived");
+    ensure!(
+        tied_ids(&w, &s.secret).await?.len() == 1,
+        "more than one tied key"
+    );
+    let current = w.value(&s.secret, "AWSCURRENT").await?;
+    ensure!(
+        str_field(&current, "note").as_deref() == Some("carried over"),
+        "unowned field lost"
+    );
+    Ok(())
+}
+
+async fn replaying_a_finished_rotation_changes_nothing(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[]).await?;
+    let r = rotator(&w).await?;
+    w.rotate(&r, &s.secret, 1).await?;
+    let (t2, _) = w.rotate(&r, &s.secret, 1).await?;
+    let before = w.snapshot(&s.secret, &[&s.plan]).await?;
+    World::run_steps(&r, &s.secret, &t2).await?;
+    World::run_steps(&r, &s.secret, &t2).await?;
+    let after = w.snapshot(&s.secret, &[&s.plan]).await?;
+    ensure!(
+        before == after,
+        "replay changed state:\n{before:?}\n{after:?}"
+    );
+    Ok(())
+}
+
+async fn disable_policy_keeps_one_disabled_key(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[("OldKeyAction", "disable")]).await?;
+    let r = rotator(&w).await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (t, _) = w.rotate(&r, &s.secret, 1).await?;
+        ids.push(assert_rotated(&w, &s, &t, &[&s.plan]).await?);
+    }
+    ensure!(
+        w.key(&ids[0]).await?.is_none(),
+        "the key disabled a rotation ago was not deleted"
+    );
+    let old = w
+        .key(&ids[1])
+        .await?
+        .ok_or("previous key deleted under disable")?;
+    ensure!(!old.enabled(), "previous key still enabled under disable");
+    ensure!(
+        w.plan_keys(&s.plan).await?.contains(&ids[1]),
+        "disabled key should stay attached for roll-back"
+    );
+    ensure!(
+        tied_ids(&w, &s.secret).await? == BTreeSet::from([ids[1].clone(), ids[2].clone()]),
+        "tied keys"
+    );
+    let v = old.value().unwrap_or_default().to_owned();
+    ensure!(
+        w.call_stage(&s.api, &v).await? == 403,
+        "disabled key let in"
+    );
+    Ok(())
+}
+
+async fn valid_keys(w: &World, s: &Setup) -> R<BTreeSet<String>> {
+    let attached = w.plan_keys(&s.plan).await?;
+    Ok(w.tied_keys(&s.secret)
+        .await?
+        .iter()
+        .filter(|k| k.enabled() && k.id().is_some_and(|id| attached.contains(id)))
+        .filter_map(|k| k.id().map(str::to_owned))
+        .collect())
+}
+
+async fn keep_previous_keeps_exactly_two_valid_keys(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[("OldKeyAction", "keep-previous")]).await?;
+    let r = rotator(&w).await?;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (t, _) = w.rotate(&r, &s.secret, 1).await?;
+        ids.push(assert_rotated(&w, &s, &t, &[&s.plan]).await?);
+        let valid = valid_keys(&w, &s).await?;
+        ensure!(
+            valid.len() == (i + 1).min(2),
+            "after rotation {i}: {} valid keys",
+            valid.len()
+        );
+    }
+    ensure!(
+        w.key(&ids[0]).await?.is_none(),
+        "key from two rotations back survived"
+    );
+    let prev = w.key(&ids[1]).await?.ok_or("previous key gone")?;
+    ensure!(prev.enabled(), "previous key disabled");
+    let v = prev.value().unwrap_or_default().to_owned();
+    ensure!(
+        w.call_stage(&s.api, &v).await? == 200,
+        "previous key refused under keep-previous"
+    );
+    Ok(())
+}
+
+async fn policy_from_function_environment(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[]).await?;
+    let cfg = FunctionConfig {
+        default_old_key_action: OldKeyAction::KeepPrevious,
+        ..config()
+    };
+    let r = w.rotator(&w.endpoint, cfg).await?;
+    let (_, _) = w.rotate(&r, &s.secret, 1).await?;
+    let k1 = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_id").unwrap_or_default();
+    w.rotate(&r, &s.secret, 1).await?;
+    let k1_now = w
+        .key(&k1)
+        .await?
+        .ok_or("OLD_KEY_ACTION=keep-previous deleted the old key")?;
+    ensure!(k1_now.enabled(), "old key disabled");
+    Ok(())
+}
+
+async fn two_usage_plans(w: Arc<World>) -> R<()> {
+    let api2 = w.create_api().await?;
+    let plan2 = w.create_plan(Some(&api2)).await?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let key_name = w.unique("partner");
+    let plans = format!("{plan},{plan2}");
+    let secret = w
+        .create_secret(Some("{}"), &[("KeyName", &key_name), ("UsagePlan", &plans)])
+        .await?;
+    let s = Setup {
+        api: api.clone(),
+        plan: plan.clone(),
+        secret,
+        key_name,
+    };
+    let r = rotator(&w).await?;
+    for _ in 0..2 {
+        let (t, _) = w.rotate(&r, &s.secret, 1).await?;
+        assert_rotated(&w, &s, &t, &[&plan, &plan2]).await?;
+    }
+    let v =
+        str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_value").unwrap_or_default();
+    ensure!(w.call_stage(&api, &v).await? == 200, "refused on API 1");
+    ensure!(w.call_stage(&api2, &v).await? == 200, "refused on API 2");
+    Ok(())
+}
+
+async fn adoption_of_an_existing_key(w: Arc<World>) -> R<()> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let (old_id, old_value) = w.create_key(&w.unique("legacy")).await?;
+    w.attach(&plan, &old_id).await?;
+    let key_name = w.unique("partner");
+    let value = json!({"api_key_id": old_id}).to_string();
+    let secret = w
+        .create_secret(
+            Some(&value),
+            &[("KeyName", &key_name), ("UsagePlan", &plan)],
+        )
+        .await?;
+    let s = Setup {
+        api: api.clone(),
+        plan: plan.clone(),
+        secret,
+        key_name,
+    };
+    ensure!(
+        w.call_stage(&api, &old_value).await? == 200,
+        "adopted key not valid before"
+    );
+    let r = rotator(&w).await?;
+    let (t, errors) = w.rotate(&r, &s.secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    let new_id = assert_rotated(&w, &s, &t, &[&plan]).await?;
+    let new_key = w.key(&new_id).await?.ok_or("no new key")?;
+    ensure!(
+        new_key.description() == Some("the partner's first key"),
+        "description not carried"
+    );
+    ensure!(
+        new_key.customer_id() == Some("marketplace-customer-1"),
+        "customerId not carried"
+    );
+    ensure!(w.key(&old_id).await?.is_none(), "adopted key not retired");
+    ensure!(
+        w.call_stage(&api, &old_value).await? == 403,
+        "adopted key still valid"
+    );
+    Ok(())
+}
+
+async fn rotation_token_is_accepted(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[]).await?;
+    let r = rotator(&w).await?;
+    let token = w.open_rotation(&s.secret).await?;
+    for step in STEPS {
+        let mut ev = World::event(step, &s.secret, &token);
+        ev["RotationToken"] = json!("9b2e1c6a-rotation-token-0000000000000000");
+        r.handle(&ev).await?;
+    }
+    assert_rotated(&w, &s, &token, &[&s.plan]).await?;
+    Ok(())
+}
+
+/// Opens a rotation, runs createSecret, and checks it fails with `kind` and changed nothing.
+async fn refused(
+    w: &World,
+    r: &AwsRotator,
+    secret: &str,
+    plans: &[&str],
+    kind: ErrorKind,
+    what: &str,
+) -> R<()> {
+    let token = w.open_rotation(secret).await?;
+    let before = w.snapshot(secret, plans).await?;
+    let result = r
+        .handle(&World::event("createSecret", secret, &token))
+        .await;
+    let after = w.snapshot(secret, plans).await?;
+    match result {
+        Err(e) => {
+            ensure!(e.kind == kind, "{what}: got {:?}: {e}", e.kind);
+            ensure!(
+                e.to_string().contains(secret) && e.to_string().contains("createSecret"),
+                "{what}: message lacks secret or step: {e}"
+            );
+        }
+        Ok(()) => return Err(format!("{what}: createSecret succeeded").into()),
+    }
+    ensure!(
+        before == after,
+        "{what}: state changed:\n{before:?}\n{after:?}"
+    );
+    Ok(())
+}
+
+async fn bad_tags_and_values_change_nothing(w: Arc<World>) -> R<()> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let overlapping = w.create_plan(Some(&api)).await?;
+    let other_api = w.create_api().await?;
+    let other_plan = w.create_plan(Some(&other_api)).await?;
+    let r = rotator(&w).await?;
+    let (stray_id, _) = w.create_key(&w.unique("stray")).await?;
+    // Tagged at creation: the emulator's GetApiKey does not show tags added by TagResource.
+    let foreign_arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:someone-else";
+    let foreign =
+        w.ag.create_api_key()
+            .name(w.unique("foreign"))
+            .enabled(true)
+            .tags(TIE_TAG, foreign_arn)
+            .send()
+            .await?;
+    let foreign_id = foreign.id().unwrap_or_default().to_owned();
+    let both = format!("{plan},{overlapping}");
+    let cfg_allow = FunctionConfig {
+        allowed_usage_plan_ids: Some(BTreeSet::from([plan.clone()])),
+        ..config()
+    };
+    let r_allow = w.rotator(&w.endpoint, cfg_allow).await?;
+    let exec_other = format!("https://{other_api}.execute-api.us-east-1.amazonaws.com/prod/");
+    let adopt_missing = json!({"api_key_id": "doesnotexist"}).to_string();
+    let adopt_stray = json!({"api_key_id": stray_id}).to_string();
+    let adopt_foreign = json!({"api_key_id": foreign_id}).to_string();
+    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, &AwsRotator)> = vec![
+        ("no KeyName", Some("{}"), vec![("UsagePlan", &plan)], &r),
+        ("no UsagePlan", Some("{}"), vec![("KeyName", "k")], &r),
+        (
+            "malformed UsagePlan",
+            Some("{}"),
+            vec![("KeyName", "k"), ("UsagePlan", "a;b")],
+            &r,
+        ),
+        (
+            "missing plan",
+            Some("{}"),
+            vec![("KeyName", "k"), ("UsagePlan", "nosuchplan1")],
+            &r,
+        ),
+        (
+            "plan outside allow-list",
+            Some("{}"),
+            vec![("KeyName", "k"), ("UsagePlan", &other_plan)],
+            &r_allow,
+        ),
+        (
+            "overlapping plans",
+            Some("{}"),
+            vec![("KeyName", "k"), ("UsagePlan", &both)],
+            &r,
+        ),
+        (
+            "bad OldKeyAction",
+            Some("{}"),
+            vec![
+                ("KeyName", "k"),
+                ("UsagePlan", &plan),
+                ("OldKeyAction", "shred"),
+            ],
+            &r,
+        ),
+        (
+            "TestUrl plain http",
+            Some("{}"),
+            vec![
+                ("KeyName", "k"),
+                ("UsagePlan", &plan),
+                ("TestUrl", "http://collector.example/x"),
+            ],
+            &r,
+        ),
+        (
+            "TestUrl foreign host",
+            Some("{}"),
+            vec![
+                ("KeyName", "k"),
+                ("UsagePlan", &plan),
+                ("TestUrl", "https://collector.example/x"),
+            ],
+            &r,
+        ),
+        (
+            "TestUrl API outside the plans",
+            Some("{}"),
+            vec![
+                ("KeyName", "k"),
+                ("UsagePlan", &plan),
+                ("TestUrl", &exec_other),
+            ],
+            &r,
+        ),
+        (
+            "value not JSON",
+            Some("not json"),
+            vec![("KeyName", "k"), ("UsagePlan", &plan)],
+            &r,
+        ),
+        (
+            "value wrong type",
+            Some(r#"{"api_key_id": 7}"#),
+            vec![("KeyName", "k"), ("UsagePlan", &plan)],
+            &r,
+        ),
+        (
+            "value a list",
+            Some("[]"),
+            vec![("KeyName", "k"), ("UsagePlan", &plan)],
+            &r,
+        ),
+        (
+            "adopting a missing key",
+            Some(&adopt_missing),
+            vec![("KeyName", "k"), ("UsagePlan", &plan)],
+            &r,
+        ),
+        (
+            "adopting another secret's key",
+            Some(&adopt_foreign),
+            vec![("KeyName", "k"), ("UsagePlan", &plan)],
+            &r,
+        ),
+    ];
+    for (what, value, tags, rot) in cases {
+        let secret = w.create_secret(value, &tags).await?;
+        refused(
+            &w,
+            rot,
+            &secret,
+            &[&plan, &overlapping, &other_plan],
+            ErrorKind::InvalidConfiguration,
+            what,
+        )
+        .await?;
+    }
+    // A valid adoption passes the same path, so the refusals above are not an artefact.
+    let secret = w
+        .create_secret(
+            Some(&adopt_stray),
+            &[("KeyName", "k"), ("UsagePlan", &plan)],
+        )
+        .await?;
+    w.rotate(&r, &secret, 1).await?;
+    ensure!(w.key(&stray_id).await?.is_none(), "adopted key not retired");
+    Ok(())
+}
+
+async fn bad_events_change_nothing(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[]).await?;
+    let r = rotator(&w).await?;
+    let token = w.open_rotation(&s.secret).await?;
+    let before = w.snapshot(&s.secret, &[&s.plan]).await?;
+    let events = [
+        json!({"Step": "rotateEverything", "SecretId": s.secret, "ClientRequestToken": token}),
+        json!({"SecretId": s.secret, "ClientRequestToken": token}),
+        json!({"Step": "createSecret", "ClientRequestToken": token}),
+        json!({"Step": "createSecret", "SecretId": s.secret}),
+        json!({"Step": "createSecret", "SecretId": s.secret, "ClientRequestToken": "too-short"}),
+        json!({"Step": "createSecret", "SecretId": s.secret, "ClientRequestToken": 42}),
+        json!("createSecret"),
+    ];
+    for ev in events {
+        let result = r.handle(&ev).await;
+        ensure!(
+            result.as_ref().err().map(|e| e.kind) == Some(ErrorKind::InvalidEvent),
+            "{ev}: {result:?}"
+        );
+    }
+    ensure!(
+        before == w.snapshot(&s.secret, &[&s.plan]).await?,
+        "a bad event changed state"
+    );
+    // The same rotation still completes afterwards.
+    World::run_steps(&r, &s.secret, &token).await?;
+    assert_rotated(&w, &s, &token, &[&s.plan]).await?;
+    Ok(())
+}
+
+async fn step_checks_refuse_wrong_versions(w: Arc<World>) -> R<()> {
+    let s = setup(&w, Some("{}"), &[]).await?;
+    let r = rotator(&w).await?;
+    // Rotation not enabled: no RotateSecret yet.
+    let stray = w.token();
+    let e = r
+        .handle(&World::event("createSecret", &s.secret, &stray))
+        .await
+        .err();
+    ensure!(
+        e.as_ref().map(|e| e.kind) == Some(ErrorKind::RotationState),
+        "{e:?}"
+    );
+    ensure!(
+        e.is_some_and(|e| e.cause.contains("not enabled")),
+        "rotation-enabled check"
+    );
+    let (t1, _) = w.rotate(&r, &s.secret, 1).await?;
+    // A token that is no version of the secret.
+    let e = r
+        .handle(&World::event("setSecret", &s.secret, &stray))
+        .await
+        .err();
+    ensure!(
+        e.as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::RotationState),
+        "{e:?}"
+    );
+    // After another rotation, the first token is AWSPREVIOUS: neither pending nor current.
+    w.rotate(&r, &s.secret, 1).await?;
+    let before = w.snapshot(&s.secret, &[&s.plan]).await?;
+    for step in STEPS {
+        let e = r.handle(&World::event(step, &s.secret, &t1)).await.err();
+        ensure!(
+            e.as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::RotationState),
+            "{step}: {e:?}"
+        );
+    }
+    ensure!(
+        before == w.snapshot(&s.secret, &[&s.plan]).await?,
+        "state changed"
+    );
+    // setSecret and testSecret before createSecret: the pending version has no value.
+    let t3 = w.open_rotation(&s.secret).await?;
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        let e = r.handle(&World::event(step, &s.secret, &t3)).await.err();
+        ensure!(
+            e.as_ref().is_some_and(|e| e.kind == ErrorKind::RotationState && e.cause.contains("no value")),
+            "{step}: {e:?}"
+        );
+    }
+    World::run_steps(&r, &s.secret, &t3).await?;
+    Ok(())
+}
+
+async fn test_url_probe_through_the_gateway(w: Arc<World>) -> R<()> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let url = w.stage_url(&api);
+    let key_name = w.unique("partner");
+    let secret = w
+        .create_secret(
+            Some("{}"),
+            &[
+                ("KeyName", &key_name),
+                ("UsagePlan", &plan),
+                ("TestUrl", &url),
+            ],
+        )
+        .await?;
+    let s = Setup {
+        api: api.clone(),
+        plan: plan.clone(),
+        secret: secret.clone(),
+        key_name,
+    };
+    let r = rotator(&w).await?;
+    // An attached key passes the probe.
+    let (t, errors) = w.rotate(&r, &secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    assert_rotated(&w, &s, &t, &[&plan]).await?;
+
+    // A detached key, then a disabled key: testSecret fails and nothing is promoted.
+    for breakage in ["detach", "disable"] {
+        let current_before = w.value(&secret, "AWSCURRENT").await?;
+        let token = w.open_rotation(&secret).await?;
+        r.handle(&World::event("createSecret", &secret, &token))
+            .await?;
+        r.handle(&World::event("setSecret", &secret, &token))
+            .await?;
+        let pending =
+            w.sm.get_secret_value()
+                .secret_id(&secret)
+                .version_id(&token)
+                .send()
+                .await?;
+        let pv: serde_json::Value = serde_json::from_str(pending.secret_string().unwrap_or("{}"))?;
+        let id = pv["api_key_id"].as_str().unwrap_or_default().to_owned();
+        if breakage == "detach" {
+            w.ag.delete_usage_plan_key()
+                .usage_plan_id(&plan)
+                .key_id(&id)
+                .send()
+                .await?;
+        } else {
+            w.ag.update_api_key()
+                .api_key(&id)
+                .patch_operations(
+                    aws_sdk_apigateway::types::PatchOperation::builder()
+                        .op(aws_sdk_apigateway::types::Op::Replace)
+                        .path("/enabled")
+                        .value("false")
+                        .build(),
+                )
+                .send()
+                .await?;
+        }
+        let e = r
+            .handle(&World::event("testSecret", &secret, &token))
+            .await
+            .err();
+        ensure!(
+            e.as_ref().map(|e| e.kind) == Some(ErrorKind::TestFailed),
+            "{breakage}: {e:?}"
+        );
+        ensure!(
+            w.value(&secret, "AWSCURRENT").await? == current_before,
+            "{breakage}: promoted"
+        );
+        // setSecret repairs it, and the rotation completes.
+        World::run_steps(&r, &secret, &token).await?;
+        assert_rotated(&w, &s, &token, &[&plan]).await?;
+    }
+
+    // The probe itself: a key attached only to a plan for another API is refused by the stage
+    // the TestUrl names, so the probe gets 403 and fails.
+    let other_api = w.create_api().await?;
+    let other_plan = w.create_plan(Some(&other_api)).await?;
+    let key_name = w.unique("partner");
+    let secret = w
+        .create_secret(
+            Some("{}"),
+            &[
+                ("KeyName", &key_name),
+                ("UsagePlan", &other_plan),
+                ("TestUrl", &url),
+            ],
+        )
+        .await?;
+    let token = w.open_rotation(&secret).await?;
+    r.handle(&World::event("createSecret", &secret, &token))
+        .await?;
+    r.handle(&World::event("setSecret", &secret, &token))
+        .await?;
+    let e = r
+        .handle(&World::event("testSecret", &secret, &token))
+        .await
+        .err();
+    ensure!(
+        e.as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::TestFailed && e.cause.contains("HTTP 403")),
+        "{e:?}"
+    );
+    Ok(())
+}
+
+async fn lost_create_answer_leaves_exactly_one_key(w: Arc<World>) -> R<()> {
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let r = w.rotator(&proxy.endpoint, config()).await?;
+    let s = setup(&w, Some("{}"), &[]).await?;
+    // The emulator creates the key, the answer is lost, and the SDK retries the create.
+    proxy.inject("CreateApiKey", Fault::LoseAnswer, 1);
+    let (t, errors) = w.rotate(&r, &s.secret, 3).await?;
+    ensure!(proxy.injected("CreateApiKey") == 1, "fault not injected");
+    ensure!(
+        proxy.calls("CreateApiKey") >= 2,
+        "the SDK did not retry the create"
+    );
+    ensure!(errors.is_empty(), "{errors:?}");
+    assert_rotated(&w, &s, &t, &[&s.plan]).await?;
+    ensure!(
+        tied_ids(&w, &s.secret).await?.len() == 1,
+        "a duplicate key was orphaned"
+    );
+    Ok(())
+}
+
+/// Every write (and the reads that guard them) fails past the SDK's retries, or succeeds with
+/// its answer lost, in the second rotation of a secret; Secrets Manager re-runs the whole
+/// rotation with the same token until it completes. The invariants hold in every cell.
+async fn fault_matrix_every_write_fails_or_loses_its_answer(w: Arc<World>) -> R<()> {
+    let ops = [
+        "DescribeSecret",
+        "GetSecretValue",
+        "GetUsagePlan",
+        "GetApiKey",
+        "GetApiKeys",
+        "CreateApiKey",
+        "CreateUsagePlanKey",
+        "PutSecretValue",
+        "GetUsagePlanKey",
+        "UpdateSecretVersionStage",
+        "GetUsagePlans",
+        "DeleteUsagePlanKey",
+        "DeleteApiKey",
+    ];
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let r = w.rotator(&proxy.endpoint, config()).await?;
+    let mut cells = 0;
+    for op in ops {
+        for fault in [Fault::FailBefore, Fault::LoseAnswer] {
+            let s = setup(&w, Some("{}"), &[]).await?;
+            proxy.clear();
+            let (_, errors) = w.rotate(&r, &s.secret, 1).await?;
+            ensure!(
+                errors.is_empty(),
+                "{op} {fault:?}: first rotation {errors:?}"
+            );
+            let old = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_id")
+                .unwrap_or_default();
+            proxy.reset_counts();
+            // Three faults in a row: past the SDK's three attempts, so the step fails.
+            proxy.inject(op, fault, 3);
+            let token = w.open_rotation(&s.secret).await?;
+            let p = proxy.clone();
+            let errors = World::drive(&r, &s.secret, &token, 4, || p.clear()).await?;
+            ensure!(
+                proxy.injected(op) > 0,
+                "{op} {fault:?}: never called in a rotation"
+            );
+            let new = assert_rotated(&w, &s, &token, &[&s.plan])
+                .await
+                .map_err(|e| format!("{op} {fault:?}: {e}"))?;
+            ensure!(
+                w.key(&old).await?.is_none(),
+                "{op} {fault:?}: old key survived"
+            );
+            ensure!(
+                tied_ids(&w, &s.secret).await? == BTreeSet::from([new.clone()]),
+                "{op} {fault:?}: orphaned keys"
+            );
+            ensure!(
+                proxy.injected(op) < 3 || !errors.is_empty(),
+                "{op} {fault:?}: three faults and no failed try"
+            );
+            cells += 1;
+        }
+    }
+    eprintln!("fault matrix: {cells} cells passed");
+    Ok(())
+}

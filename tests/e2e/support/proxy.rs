@@ -1,0 +1,217 @@
+//! A fault-injecting HTTP proxy owned by the tests, between the function and the local AWS. It
+//! names each request by its AWS operation and can make an operation fail before it reaches the
+//! emulator, or lose its answer after the emulator committed it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::R;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer 500 without forwarding: the call fails and nothing happened.
+    FailBefore,
+    /// Forward, let the emulator commit, then answer 500: the answer is lost.
+    LoseAnswer,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    operation: String,
+    fault: Fault,
+    remaining: u32,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    calls: BTreeMap<String, u32>,
+    injected: BTreeMap<String, u32>,
+}
+
+#[derive(Clone)]
+pub struct Proxy {
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+}
+
+/// The AWS operation of a request: Secrets Manager names it in `x-amz-target`; API Gateway's
+/// REST paths name it by method and path.
+pub fn operation_of(method: &str, path: &str, target: Option<&str>) -> String {
+    if let Some(t) = target {
+        return t.rsplit('.').next().unwrap_or(t).to_owned();
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let op = match (method, segs.as_slice()) {
+        ("POST", ["apikeys"]) => "CreateApiKey",
+        ("GET", ["apikeys"]) => "GetApiKeys",
+        ("GET", ["apikeys", _]) => "GetApiKey",
+        ("PATCH", ["apikeys", _]) => "UpdateApiKey",
+        ("DELETE", ["apikeys", _]) => "DeleteApiKey",
+        ("GET", ["usageplans"]) => "GetUsagePlans",
+        ("GET", ["usageplans", _]) => "GetUsagePlan",
+        ("POST", ["usageplans", _, "keys"]) => "CreateUsagePlanKey",
+        ("GET", ["usageplans", _, "keys", _]) => "GetUsagePlanKey",
+        ("DELETE", ["usageplans", _, "keys", _]) => "DeleteUsagePlanKey",
+        ("PUT", ["tags", ..]) => "TagResource",
+        _ => return format!("{method} {path}"),
+    };
+    op.to_owned()
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> R<Proxy> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(Mutex::new(State::default()));
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let st = st.clone();
+                let client = client.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        handle(req, st.clone(), client.clone(), upstream.clone())
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Proxy { endpoint, state })
+    }
+
+    /// Injects `fault` into the next `times` calls of `operation`.
+    pub fn inject(&self, operation: &str, fault: Fault, times: u32) {
+        lock(&self.state).rules.push(Rule {
+            operation: operation.to_owned(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    pub fn clear(&self) {
+        lock(&self.state).rules.clear();
+    }
+
+    pub fn calls(&self, operation: &str) -> u32 {
+        lock(&self.state).calls.get(operation).copied().unwrap_or(0)
+    }
+
+    pub fn injected(&self, operation: &str) -> u32 {
+        lock(&self.state)
+            .injected
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn all_calls(&self) -> BTreeMap<String, u32> {
+        lock(&self.state).calls.clone()
+    }
+
+    pub fn reset_counts(&self) {
+        let mut s = lock(&self.state);
+        s.calls.clear();
+        s.injected.clear();
+    }
+}
+
+fn error_response() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(
+        br#"{"__type":"InternalFailure","message":"injected by the test proxy"}"#,
+    )));
+    *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    state: Arc<Mutex<State>>,
+    client: reqwest::Client,
+    upstream: String,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let op = operation_of(&method, &path_q, target.as_deref());
+    let fault = {
+        let mut s = lock(&state);
+        *s.calls.entry(op.clone()).or_default() += 1;
+        let fault = s
+            .rules
+            .iter_mut()
+            .find(|r| r.operation == op && r.remaining > 0)
+            .map(|r| {
+                r.remaining -= 1;
+                r.fault
+            });
+        if fault.is_some() {
+            *s.injected.entry(op.clone()).or_default() += 1;
+        }
+        fault
+    };
+    if fault == Some(Fault::FailBefore) {
+        return Ok(error_response());
+    }
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(error_response()),
+    };
+    let mut fwd = client.request(parts.method.clone(), format!("{upstream}{path_q}"));
+    for (name, value) in parts.headers.iter() {
+        if name != "host" && name != "content-length" {
+            fwd = fwd.header(name, value);
+        }
+    }
+    let upstream_resp = match fwd.body(body).send().await {
+        Ok(r) => r,
+        Err(_) => return Ok(error_response()),
+    };
+    if fault == Some(Fault::LoseAnswer) {
+        return Ok(error_response());
+    }
+    let status = upstream_resp.status();
+    let headers = upstream_resp.headers().clone();
+    let bytes = upstream_resp.bytes().await.unwrap_or_default();
+    let mut resp = Response::new(Full::new(bytes));
+    *resp.status_mut() = status;
+    for (name, value) in headers.iter() {
+        if name != "transfer-encoding" && name != "content-length" && name != "connection" {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(resp)
+}
