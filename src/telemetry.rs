@@ -28,7 +28,7 @@ pub fn init() {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .init();
     }
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::ensure;
 use crate::support::proxy::{Fault, Proxy};
+use crate::support::runtime::Function;
 use crate::support::world::{str_field, World, STEPS};
 use crate::support::R;
 use crate::TestFn;
@@ -38,6 +39,8 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         test_url_probe_through_the_gateway,
         lost_create_answer_leaves_exactly_one_key,
         fault_matrix_every_write_fails_or_loses_its_answer,
+        aws_calls_per_step_on_the_happy_path,
+        the_binary_rotates_under_the_lambda_runtime_api,
     ]
 }
 
@@ -920,5 +923,181 @@ async fn fault_matrix_every_write_fails_or_loses_its_answer(w: Arc<World>) -> R<
         }
     }
     eprintln!("fault matrix: {cells} cells passed");
+    Ok(())
+}
+
+/// The AWS calls each step makes in a second rotation (delete policy, one plan, no TestUrl),
+/// counted by the proxy. A new call shows up here first.
+async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let r = w.rotator(&proxy.endpoint, config()).await?;
+    let s = setup(&w, Some("{}"), &[]).await?;
+    w.rotate(&r, &s.secret, 1).await?;
+    let token = w.open_rotation(&s.secret).await?;
+    let expected: [(&str, &[(&str, u32)]); 4] = [
+        (
+            "createSecret",
+            &[
+                ("CreateApiKey", 1),
+                ("CreateUsagePlanKey", 1),
+                ("DescribeSecret", 1),
+                ("GetApiKey", 1),
+                ("GetApiKeys", 2),
+                ("GetSecretValue", 2),
+                ("GetUsagePlan", 1),
+                ("PutSecretValue", 1),
+            ],
+        ),
+        (
+            "setSecret",
+            &[
+                ("DescribeSecret", 1),
+                ("GetApiKey", 1),
+                ("GetSecretValue", 1),
+                ("GetUsagePlanKey", 1),
+            ],
+        ),
+        (
+            "testSecret",
+            &[
+                ("DescribeSecret", 1),
+                ("GetApiKey", 1),
+                ("GetSecretValue", 1),
+                ("GetUsagePlanKey", 1),
+            ],
+        ),
+        (
+            "finishSecret",
+            &[
+                ("DeleteApiKey", 1),
+                ("DeleteUsagePlanKey", 1),
+                ("DescribeSecret", 1),
+                ("GetApiKeys", 1),
+                ("GetSecretValue", 2),
+                ("GetUsagePlans", 1),
+                ("UpdateSecretVersionStage", 2),
+            ],
+        ),
+    ];
+    for (step, want) in expected {
+        proxy.reset_counts();
+        r.handle(&World::event(step, &s.secret, &token)).await?;
+        let got = proxy.all_calls();
+        let want: std::collections::BTreeMap<String, u32> =
+            want.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        eprintln!("  {step}: {got:?}");
+        ensure!(got == want, "{step} made {got:?}, expected {want:?}");
+    }
+    assert_rotated(&w, &s, &token, &[&s.plan]).await?;
+    Ok(())
+}
+
+/// The real binary, started under the Lambda Runtime API as Lambda starts a bootstrap, with
+/// AWS_ENDPOINT_URL at a fault-injecting proxy in front of the emulator: two rotations, the
+/// second with a lost CreateApiKey answer and a PutSecretValue that fails past the SDK's
+/// retries, re-run as Secrets Manager would. Its logs are JSON and hold no key value and no
+/// RotationToken.
+async fn the_binary_rotates_under_the_lambda_runtime_api(w: Arc<World>) -> R<()> {
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let watch = Function::start(
+        "binary",
+        &[
+            ("AWS_ENDPOINT_URL", proxy.endpoint.clone()),
+            ("ROTATOR_MAX_ATTEMPTS", "3".into()),
+            ("ROTATOR_INITIAL_BACKOFF_MS", "2".into()),
+            ("ROTATOR_MAX_BACKOFF_MS", "10".into()),
+            ("ALLOWED_TEST_URL_HOSTS", "127.0.0.1".into()),
+            ("TEST_URL_BUDGET_MS", "5000".into()),
+            ("TEST_URL_INTERVAL_MS", "250".into()),
+        ],
+    )
+    .await?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let key_name = w.unique("partner");
+    let url = w.stage_url(&api);
+    let secret = w
+        .create_secret(
+            Some("{}"),
+            &[
+                ("KeyName", &key_name),
+                ("UsagePlan", &plan),
+                ("TestUrl", &url),
+            ],
+        )
+        .await?;
+    let s = Setup {
+        api: api.clone(),
+        plan: plan.clone(),
+        secret: secret.clone(),
+        key_name,
+    };
+    let rotation_token = "5f1d0c1e-7a43-4b8e-9d3c-rotation-token-not-to-be-logged";
+    let mut values = Vec::new();
+    let mut failures = 0;
+    for round in 0..2 {
+        let token = w.open_rotation(&secret).await?;
+        if round == 1 {
+            proxy.inject("CreateApiKey", Fault::LoseAnswer, 1);
+            proxy.inject("PutSecretValue", Fault::FailBefore, 3);
+        }
+        let mut done = false;
+        for _ in 0..4 {
+            let mut failed = false;
+            for step in STEPS {
+                let mut ev = World::event(step, &secret, &token);
+                ev["RotationToken"] = json!(rotation_token);
+                if watch.invoke(&ev).await?.is_err() {
+                    failures += 1;
+                    failed = true;
+                    break;
+                }
+            }
+            if !failed {
+                done = true;
+                break;
+            }
+        }
+        ensure!(
+            done,
+            "rotation {round} did not complete; see {}",
+            watch.log.display()
+        );
+        assert_rotated(&w, &s, &token, &[&plan]).await?;
+        let v =
+            str_field(&w.value(&secret, "AWSCURRENT").await?, "api_key_value").unwrap_or_default();
+        ensure!(w.call_stage(&api, &v).await? == 200, "new key refused");
+        values.push(v);
+    }
+    ensure!(failures >= 1, "the injected failure did not fail a step");
+    ensure!(
+        w.call_stage(&api, &values[0]).await? == 403,
+        "old key still valid"
+    );
+    let logs = watch.logs();
+    for v in &values {
+        ensure!(
+            !v.is_empty() && !logs.contains(v.as_str()),
+            "a key value reached the logs"
+        );
+    }
+    ensure!(
+        !logs.contains(rotation_token),
+        "the RotationToken reached the logs"
+    );
+    let json_lines = logs.lines().filter(|l| l.starts_with('{')).count();
+    ensure!(
+        json_lines >= 10,
+        "expected JSON log lines, got {json_lines}"
+    );
+    for needle in [
+        "created key",
+        "attached key to usage plan",
+        "stored the new key as AWSPENDING",
+        "moved AWSCURRENT",
+        "deleted key",
+    ] {
+        ensure!(logs.contains(needle), "no log line for {needle:?}");
+    }
     Ok(())
 }

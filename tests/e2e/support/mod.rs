@@ -3,6 +3,7 @@
 
 pub mod localstack;
 pub mod proxy;
+pub mod runtime;
 pub mod world;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
