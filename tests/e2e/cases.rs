@@ -520,7 +520,13 @@ async fn bad_tags_and_values_change_nothing(w: Arc<World>) -> R<()> {
     let adopt_missing = json!({"api_key_id": "doesnotexist"}).to_string();
     let adopt_stray = json!({"api_key_id": stray_id}).to_string();
     let adopt_foreign = json!({"api_key_id": foreign_id}).to_string();
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, &AwsRotator)> = vec![
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Vec<(&'a str, &'a str)>,
+        &'a AwsRotator,
+    );
+    let cases: Vec<Case> = vec![
         ("no KeyName", Some("{}"), vec![("UsagePlan", &plan)], &r),
         ("no UsagePlan", Some("{}"), vec![("KeyName", "k")], &r),
         (
