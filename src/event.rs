@@ -218,3 +218,30 @@ mod tests {
         assert!(ev.is_ok());
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    /// Every sample in `events/` is what it claims: the step samples parse, the `bad-*` ones are
+    /// refused as invalid events.
+    #[test]
+    fn sample_events_parse_as_named() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let payload: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let parsed = RotationEvent::parse(&payload);
+            if name.starts_with("bad-") {
+                assert_eq!(parsed.err().map(|e| e.kind), Some(ErrorKind::InvalidEvent), "{name}");
+            } else {
+                assert_eq!(parsed.ok().map(|e| e.step.as_str().to_owned()), Some(name.clone()), "{name}");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 7, "expected the sample events, found {seen}");
+    }
+}
