@@ -231,14 +231,26 @@ mod fixture_tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let payload: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let parsed = RotationEvent::parse(&payload);
             if name.starts_with("bad-") {
-                assert_eq!(parsed.err().map(|e| e.kind), Some(ErrorKind::InvalidEvent), "{name}");
+                assert_eq!(
+                    parsed.err().map(|e| e.kind),
+                    Some(ErrorKind::InvalidEvent),
+                    "{name}"
+                );
             } else {
-                assert_eq!(parsed.ok().map(|e| e.step.as_str().to_owned()), Some(name.clone()), "{name}");
+                assert_eq!(
+                    parsed.ok().map(|e| e.step.as_str().to_owned()),
+                    Some(name.clone()),
+                    "{name}"
+                );
             }
             seen += 1;
         }
