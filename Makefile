@@ -41,7 +41,7 @@ lint: tools
 	$(TOOLS)/bin/cfn-lint template.yaml
 
 unit:
-	cargo test --locked --lib --bins
+	cargo test --locked --lib --bins --test adapters
 
 e2e: localstack
 	cargo test --locked --test e2e

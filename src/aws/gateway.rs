@@ -6,13 +6,11 @@ use async_trait::async_trait;
 use aws_sdk_apigateway::types::{Op, PatchOperation};
 use aws_sdk_apigateway::Client;
 
-use super::{aws_error, is_code};
+use super::aws_error;
 use crate::error::AwsError;
 use crate::ports::{ApiKey, KeyGateway, NewKey, UsagePlan};
 use crate::secret::KeyValue;
 
-const NOT_FOUND: &str = "NotFoundException";
-const CONFLICT: &str = "ConflictException";
 /// GetApiKeys and GetUsagePlans return at most 500 items a page.
 const PAGE: i32 = 500;
 
@@ -118,7 +116,12 @@ impl KeyGateway for AwsKeyGateway {
                     })
                     .collect(),
             })),
-            Err(e) if is_code(&e, NOT_FOUND) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(aws_error("GetUsagePlan", &e)),
         }
     }
@@ -145,7 +148,12 @@ impl KeyGateway for AwsKeyGateway {
                     .unwrap_or_default(),
                 created: out.created_date().map(|d| d.secs()),
             })),
-            Err(e) if is_code(&e, NOT_FOUND) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(aws_error("GetApiKey", &e)),
         }
     }
@@ -216,7 +224,12 @@ impl KeyGateway for AwsKeyGateway {
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError> {
         match self.client.delete_api_key().api_key(key_id).send().await {
             Ok(_) => Ok(()),
-            Err(e) if is_code(&e, NOT_FOUND) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(aws_error("DeleteApiKey", &e)),
         }
     }
@@ -254,7 +267,12 @@ impl KeyGateway for AwsKeyGateway {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if is_code(&e, NOT_FOUND) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(aws_error("GetUsagePlanKey", &e)),
         }
     }
@@ -270,7 +288,12 @@ impl KeyGateway for AwsKeyGateway {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if is_code(&e, CONFLICT) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conflict_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(aws_error("CreateUsagePlanKey", &e)),
         }
     }
@@ -285,7 +308,12 @@ impl KeyGateway for AwsKeyGateway {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if is_code(&e, NOT_FOUND) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(aws_error("DeleteUsagePlanKey", &e)),
         }
     }

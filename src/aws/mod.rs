@@ -121,10 +121,3 @@ where
         request_id: err.request_id().map(str::to_owned),
     }
 }
-
-pub(crate) fn is_code<E>(err: &SdkError<E, HttpResponse>, code: &str) -> bool
-where
-    E: ProvideErrorMetadata,
-{
-    matches!(err, SdkError::ServiceError(_)) && err.code() == Some(code)
-}

@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 
-use super::{aws_error, is_code};
+use super::aws_error;
 use crate::error::AwsError;
 use crate::event::RotationToken;
 use crate::ports::{SecretMetadata, SecretStore, SecretText, VersionRef};
-
-const NOT_FOUND: &str = "ResourceNotFoundException";
 
 #[derive(Debug, Clone)]
 pub struct AwsSecretStore {
@@ -74,7 +72,12 @@ impl SecretStore for AwsSecretStore {
         };
         match req.send().await {
             Ok(out) => Ok(out.secret_string().map(|s| SecretText(s.to_owned()))),
-            Err(e) if is_code(&e, NOT_FOUND) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(aws_error("GetSecretValue", &e)),
         }
     }

@@ -1,0 +1,225 @@
+//! The SDK adapters, tested with aws-smithy-mocks: the real adapter code and the SDK's own retry
+//! logic run, with no network. Each test checks how a service answer maps to a domain result.
+
+use std::time::Duration;
+
+use api_key_rotator::aws::{AwsKeyGateway, AwsSecretStore, SdkSettings};
+use api_key_rotator::ports::{KeyGateway, SecretStore, VersionRef};
+use aws_sdk_apigateway::operation::create_usage_plan_key::{
+    CreateUsagePlanKeyError, CreateUsagePlanKeyOutput,
+};
+use aws_sdk_apigateway::operation::delete_api_key::{DeleteApiKeyError, DeleteApiKeyOutput};
+use aws_sdk_apigateway::operation::get_api_keys::GetApiKeysOutput;
+use aws_sdk_apigateway::operation::get_usage_plan::{GetUsagePlanError, GetUsagePlanOutput};
+use aws_sdk_apigateway::types::error::{
+    ConflictException, NotFoundException, TooManyRequestsException,
+};
+use aws_sdk_apigateway::types::{ApiKey, ApiStage};
+use aws_sdk_secretsmanager::operation::get_secret_value::{
+    GetSecretValueError, GetSecretValueOutput,
+};
+use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+/// The error metadata a real response carries (the code drives the SDK's retry classifier).
+fn meta(code: &str) -> aws_smithy_types::error::ErrorMetadata {
+    aws_smithy_types::error::ErrorMetadata::builder()
+        .code(code)
+        .build()
+}
+
+fn fast_retries(c: aws_sdk_apigateway::config::Builder) -> aws_sdk_apigateway::config::Builder {
+    let s = SdkSettings {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(2),
+        ..SdkSettings::default()
+    };
+    c.retry_config(s.retry_config())
+}
+
+fn gateway(client: aws_sdk_apigateway::Client) -> AwsKeyGateway {
+    AwsKeyGateway::from_client(client, "us-east-1".into())
+}
+
+#[tokio::test]
+async fn a_missing_usage_plan_is_none_and_a_present_one_lists_its_stages() {
+    let missing = mock!(aws_sdk_apigateway::Client::get_usage_plan)
+        .match_requests(|r| r.usage_plan_id() == Some("gone"))
+        .then_error(|| {
+            GetUsagePlanError::NotFoundException(
+                NotFoundException::builder()
+                    .meta(meta("NotFoundException"))
+                    .message("no")
+                    .build(),
+            )
+        });
+    let present = mock!(aws_sdk_apigateway::Client::get_usage_plan)
+        .match_requests(|r| r.usage_plan_id() == Some("p1"))
+        .then_output(|| {
+            GetUsagePlanOutput::builder()
+                .id("p1")
+                .api_stages(ApiStage::builder().api_id("a1").stage("prod").build())
+                .build()
+        });
+    let client = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&missing, &present]);
+    let g = gateway(client);
+    assert_eq!(g.get_usage_plan("gone").await, Ok(None));
+    let plan = g.get_usage_plan("p1").await.ok().flatten();
+    assert_eq!(
+        plan.map(|p| p.api_stages),
+        Some(vec![("a1".to_owned(), "prod".to_owned())])
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_absorbed_by_the_sdk_retries() {
+    let rule = mock!(aws_sdk_apigateway::Client::create_usage_plan_key)
+        .sequence()
+        .error(|| {
+            CreateUsagePlanKeyError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .meta(meta("TooManyRequestsException"))
+                    .build(),
+            )
+        })
+        .times(2)
+        .output(|| CreateUsagePlanKeyOutput::builder().id("k1").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    assert_eq!(gateway(client).attach("p1", "k1").await, Ok(()));
+    assert_eq!(rule.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn an_already_attached_key_and_an_already_deleted_key_are_success() {
+    let conflict = mock!(aws_sdk_apigateway::Client::create_usage_plan_key).then_error(|| {
+        CreateUsagePlanKeyError::ConflictException(
+            ConflictException::builder()
+                .meta(meta("ConflictException"))
+                .build(),
+        )
+    });
+    let gone = mock!(aws_sdk_apigateway::Client::delete_api_key).then_error(|| {
+        DeleteApiKeyError::NotFoundException(
+            NotFoundException::builder()
+                .meta(meta("NotFoundException"))
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&conflict, &gone]);
+    let g = gateway(client);
+    assert_eq!(g.attach("p1", "k1").await, Ok(()));
+    assert_eq!(g.delete_key("k1").await, Ok(()));
+}
+
+#[tokio::test]
+async fn failures_past_retries_keep_operation_and_code() {
+    let rule = mock!(aws_sdk_apigateway::Client::delete_api_key)
+        .sequence()
+        .error(|| {
+            DeleteApiKeyError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .meta(meta("TooManyRequestsException"))
+                    .message("slow down")
+                    .build(),
+            )
+        })
+        .times(3)
+        .output(|| DeleteApiKeyOutput::builder().build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    let err = gateway(client).delete_key("k1").await.err();
+    assert_eq!(err.as_ref().map(|e| e.operation), Some("DeleteApiKey"));
+    assert_eq!(
+        err.as_ref().and_then(|e| e.code.clone()),
+        Some("TooManyRequestsException".to_owned())
+    );
+    assert_eq!(rule.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn keys_by_name_are_paged_and_filtered_to_the_exact_name() {
+    let key = |id: &str, name: &str| {
+        ApiKey::builder()
+            .id(id)
+            .name(name)
+            .value("v".repeat(30))
+            .enabled(true)
+            .build()
+    };
+    let page1 = mock!(aws_sdk_apigateway::Client::get_api_keys)
+        .match_requests(|r| r.position().is_none() && r.name_query() == Some("partner-tok"))
+        .then_output(move || {
+            GetApiKeysOutput::builder()
+                .items(key("k1", "partner-tok"))
+                .items(key("k2", "partner-tok-longer"))
+                .position("next")
+                .build()
+        });
+    let page2 = mock!(aws_sdk_apigateway::Client::get_api_keys)
+        .match_requests(|r| r.position() == Some("next"))
+        .then_output(move || {
+            GetApiKeysOutput::builder()
+                .items(key("k3", "partner-tok"))
+                .build()
+        });
+    let client = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&page1, &page2]);
+    let found = gateway(client)
+        .find_keys_named("partner-tok")
+        .await
+        .unwrap_or_default();
+    let ids: Vec<_> = found.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(ids, ["k1", "k3"]);
+}
+
+#[tokio::test]
+async fn a_pending_version_without_a_value_reads_as_none() {
+    let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .match_requests(|r| {
+            r.version_id() == Some("tok") && r.version_stage() == Some("AWSPENDING")
+        })
+        .then_error(|| {
+            GetSecretValueError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .meta(meta("ResourceNotFoundException"))
+                    .meta(meta("NotFoundException"))
+                    .build(),
+            )
+        });
+    let current = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .match_requests(|r| r.version_stage() == Some("AWSCURRENT"))
+        .then_output(|| GetSecretValueOutput::builder().secret_string("{}").build());
+    let client = mock_client!(
+        aws_sdk_secretsmanager,
+        RuleMode::MatchAny,
+        [&rule, &current]
+    );
+    let store = AwsSecretStore::from_client(client);
+    assert_eq!(
+        store
+            .get_value("s", VersionRef::Id("tok", Some("AWSPENDING")))
+            .await
+            .map(|v| v.is_none()),
+        Ok(true)
+    );
+    assert_eq!(
+        store
+            .get_value("s", VersionRef::Stage("AWSCURRENT"))
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.0),
+        Some("{}".to_owned())
+    );
+}
