@@ -64,9 +64,16 @@ start() {
   cp "$root/localstack/no_outbound.py" "$fs/etc/localstack/init/start.d/no_outbound.py"
   # Keep the cache between runs: the first call on a fresh cache is ~3 s slower.
   [ -e "$fs/var/lib/localstack/cache" ] || ln -s "$cache" "$fs/var/lib/localstack/cache"
+  # LOCALSTACK_TRACE=FILE records every connect/sendto of the local AWS with strace, so a test
+  # can prove that it reaches nothing outside loopback.
+  local trace=()
+  if [ -n "${LOCALSTACK_TRACE:-}" ]; then
+    command -v strace >/dev/null || die "LOCALSTACK_TRACE is set but strace is not installed (apt-get install strace)"
+    trace=(strace -f -qq --seccomp-bpf -e trace=connect,sendto,sendmsg -e signal=none -o "$LOCALSTACK_TRACE")
+  fi
   (
     cd "$dir"
-    exec env -i PATH="$PATH" HOME="$dir/home" TMPDIR="$dir/tmp" FILESYSTEM_ROOT="$fs" \
+    exec "${trace[@]}" env -i PATH="$PATH" HOME="$dir/home" TMPDIR="$dir/tmp" FILESYSTEM_ROOT="$fs" \
       OVERRIDE_IN_DOCKER=0 GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn \
       SERVICES=secretsmanager,apigateway,sts,lambda DNS_ADDRESS=0 DISABLE_EVENTS=1 \
       SKIP_SSL_CERT_DOWNLOAD=1 AWS_EC2_METADATA_DISABLED=true LS_LOG="${LS_LOG:-info}" \
@@ -102,9 +109,11 @@ stop() {
   [ -f "$dir/pid" ] || return 0
   local pid; pid=$(cat "$dir/pid")
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
+    # Under strace the pid is strace's: signal LocalStack (its child) first.
+    local kids; kids=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM $kids "$pid" 2>/dev/null || true
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL $kids "$pid" 2>/dev/null || true
   fi
   rm -f "$dir/pid"
 }

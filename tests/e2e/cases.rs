@@ -41,6 +41,9 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         fault_matrix_every_write_fails_or_loses_its_answer,
         aws_calls_per_step_on_the_happy_path,
         the_binary_rotates_under_the_lambda_runtime_api,
+        cached_clients_across_a_rotation,
+        // Last: it reads what the local AWS did during every case above.
+        the_local_aws_made_no_connection_outside_loopback,
     ]
 }
 
@@ -1105,5 +1108,108 @@ async fn the_binary_rotates_under_the_lambda_runtime_api(w: Arc<World>) -> R<()>
     ] {
         ensure!(logs.contains(needle), "no log line for {needle:?}");
     }
+    Ok(())
+}
+
+/// A client that caches the secret's value (as the AWS caching client does, refreshing hourly)
+/// calls the gateway throughout a rotation and for a while after, then refreshes. Under
+/// keep-previous every request gets 200. Under delete the requests between finishSecret and the
+/// refresh are refused; the figure is printed and stated in the README.
+async fn cached_clients_across_a_rotation(w: Arc<World>) -> R<()> {
+    const AFTER: usize = 20;
+    for policy in ["keep-previous", "delete"] {
+        let s = setup(&w, Some("{}"), &[("OldKeyAction", policy)]).await?;
+        let r = rotator(&w).await?;
+        w.rotate(&r, &s.secret, 1).await?;
+        let cached = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_value")
+            .unwrap_or_default();
+        ensure!(
+            w.call_stage(&s.api, &cached).await? == 200,
+            "{policy}: first key refused"
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = {
+            let w = w.clone();
+            let api = s.api.clone();
+            let cached = cached.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut during = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    during.push(w.call_stage(&api, &cached).await.unwrap_or(0));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                during
+            })
+        };
+        w.rotate(&r, &s.secret, 1).await?;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let during = client.await?;
+        let mut after = Vec::new();
+        for _ in 0..AFTER {
+            after.push(w.call_stage(&s.api, &cached).await?);
+        }
+        // The client refreshes its cache.
+        let fresh = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_value")
+            .unwrap_or_default();
+        let refreshed = w.call_stage(&s.api, &fresh).await?;
+        let refused = during.iter().chain(&after).filter(|c| **c != 200).count();
+        let total = during.len() + after.len();
+        eprintln!(
+            "  {policy}: {refused} of {total} cached-key requests refused ({} during the rotation, {AFTER} after it, before the refresh)",
+            during.len()
+        );
+        ensure!(refreshed == 200, "{policy}: refreshed key refused");
+        ensure!(
+            during.len() >= 3,
+            "{policy}: too few requests during the rotation"
+        );
+        if policy == "keep-previous" {
+            ensure!(refused == 0, "{policy}: {refused} requests refused");
+        } else {
+            ensure!(
+                after.iter().all(|c| *c == 403),
+                "{policy}: old key not refused after finishSecret"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every connect/sendto the local AWS made while all the cases above ran (strace, through
+/// LOCALSTACK_TRACE) went to loopback.
+async fn the_local_aws_made_no_connection_outside_loopback(_w: Arc<World>) -> R<()> {
+    let path = crate::support::localstack::TRACE
+        .get()
+        .ok_or("no trace path")?;
+    let trace = std::fs::read_to_string(path)?;
+    let mut addresses = BTreeSet::new();
+    for line in trace.lines() {
+        for (start, end) in [("inet_addr(\"", "\")"), ("inet_pton(AF_INET6, \"", "\"")] {
+            let mut rest = line;
+            while let Some(i) = rest.find(start) {
+                rest = &rest[i + start.len()..];
+                if let Some(j) = rest.find(end) {
+                    addresses.insert(rest[..j].to_owned());
+                    rest = &rest[j..];
+                }
+            }
+        }
+    }
+    ensure!(
+        trace.contains("connect("),
+        "the trace recorded no connect at all: {}",
+        path.display()
+    );
+    ensure!(!addresses.is_empty(), "no IP destination recorded");
+    let outside: Vec<_> = addresses
+        .iter()
+        .filter(|a| !(a.starts_with("127.") || *a == "::1" || a.starts_with("::ffff:127.")))
+        .collect();
+    eprintln!("  destinations: {addresses:?}");
+    ensure!(
+        outside.is_empty(),
+        "the local AWS reached outside loopback: {outside:?}"
+    );
     Ok(())
 }

@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use super::R;
+
+/// The strace record of the running local AWS's connect/sendto calls.
+pub static TRACE: OnceLock<PathBuf> = OnceLock::new();
 
 pub struct LocalAws {
     dir: PathBuf,
@@ -20,7 +24,14 @@ impl LocalAws {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join(format!("{name}-localstack-{}", std::process::id()));
-        let out = Command::new(script()).arg("start").arg(&dir).output()?;
+        let trace = dir.with_extension("trace");
+        let _ = std::fs::remove_file(&trace);
+        let out = Command::new(script())
+            .arg("start")
+            .arg(&dir)
+            .env("LOCALSTACK_TRACE", &trace)
+            .output()?;
+        let _ = TRACE.set(trace);
         if !out.status.success() {
             return Err(format!(
                 "the local AWS did not start: {}",
