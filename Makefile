@@ -15,12 +15,18 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint unit e2e tools localstack build release
+.PHONY: help test lint unit e2e tools localstack build release release-check demo lambda-tools up down watch invoke rotate
 
 help:
+	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
 	@echo "make test      fmt, clippy, cfn-lint, unit tests, end-to-end tests on the embedded LocalStack"
 	@echo "make build     debug build of the function"
 	@echo "make release   release build: target/release/api-key-rotator"
+	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
+	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev)"
+	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
+	@echo "make invoke STEP=createSecret SECRET=name TOKEN=token   one step through cargo lambda invoke"
+	@echo "make rotate SECRET=name    RotateSecret, then the four steps, as Secrets Manager does"
 
 test: lint unit e2e
 
@@ -51,3 +57,44 @@ build:
 
 release:
 	cargo build --locked --release
+
+# The release binary under the Lambda Runtime API, rotating through the fault proxy.
+release-check: release localstack
+	ROTATOR_BINARY=$(CURDIR)/target/release/api-key-rotator cargo test --locked --test e2e -- the_binary_rotates
+
+LAMBDA := .local/lambda-venv
+DEV := .local/dev
+WATCH_PORT ?= 9000
+
+$(LAMBDA)/.installed: tools/lambda-requirements.txt tools/lambda-constraints.txt
+	rm -rf $(LAMBDA)
+	$(PYTHON) -m venv $(LAMBDA)
+	$(LAMBDA)/bin/pip install -q --disable-pip-version-check -r tools/lambda-requirements.txt -c tools/lambda-constraints.txt
+	touch $@
+
+lambda-tools: $(LAMBDA)/.installed
+
+demo:
+	scripts/demo.sh
+
+up: localstack
+	scripts/localstack.sh start $(DEV)
+
+down:
+	scripts/localstack.sh stop $(DEV)
+
+watch: lambda-tools
+	@test -f $(DEV)/endpoint || { echo "no local AWS: run 'make up' first"; exit 1; }
+	@# As root, in a PID namespace of its own: cargo lambda watch signals widely when it stops.
+	AWS_ENDPOINT_URL=$$(cat $(DEV)/endpoint) $$( [ "$$(id -u)" = 0 ] && echo unshare -fp --mount-proc --kill-child ) \
+	  $(LAMBDA)/bin/cargo-lambda lambda watch -A 127.0.0.1 -P $(WATCH_PORT)
+
+invoke: lambda-tools
+	@test -n "$(STEP)" -a -n "$(SECRET)" -a -n "$(TOKEN)" || { echo "usage: make invoke STEP=createSecret SECRET=name TOKEN=token"; exit 1; }
+	$(LAMBDA)/bin/cargo-lambda lambda invoke api-key-rotator --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT) \
+	  --data-ascii '{"Step":"$(STEP)","SecretId":"$(SECRET)","ClientRequestToken":"$(TOKEN)"}'
+
+rotate: lambda-tools
+	@test -n "$(SECRET)" || { echo "usage: make rotate SECRET=name"; exit 1; }
+	.local/localstack-venv/bin/python scripts/rotate.py --endpoint $$(cat $(DEV)/endpoint) \
+	  --invoke-port $(WATCH_PORT) --cargo-lambda $(LAMBDA)/bin/cargo-lambda $(SECRET)

@@ -137,7 +137,11 @@ impl Function {
             .join("target")
             .join(format!("{name}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_api-key-rotator"));
+        // ROTATOR_BINARY runs another build of the function (e.g. the release binary).
+        let binary = std::env::var_os("ROTATOR_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_api-key-rotator")));
+        let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())

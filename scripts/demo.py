@@ -1,0 +1,129 @@
+"""The demo: a partner's API key rotated through a real, key-enforcing gateway on the local AWS.
+
+Run by `make demo` (scripts/demo.sh starts the local AWS and the function first).
+"""
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from rotate import clients, rotate
+
+
+def mask(value):
+    return "****" + value[-4:] if value else "-"
+
+
+def call(endpoint, api, key):
+    req = urllib.request.Request(f"{endpoint}/_aws/execute-api/{api}/prod/", headers={"x-api-key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def step(n, text):
+    print(f"[{n}] {text}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--invoke-port", type=int, required=True)
+    ap.add_argument("--cargo-lambda", default="cargo-lambda")
+    a = ap.parse_args()
+    sm, _, ag = clients(a.endpoint)
+    suffix = str(int(time.time()))
+
+    step(1, "creating a REST API: GET / needs an API key (MOCK integration), stage prod")
+    api = ag.create_rest_api(name=f"partner-api-{suffix}")["id"]
+    root = next(r["id"] for r in ag.get_resources(restApiId=api)["items"] if r["path"] == "/")
+    ag.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE", apiKeyRequired=True)
+    ag.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK",
+                       requestTemplates={"application/json": '{"statusCode": 200}'})
+    ag.put_method_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200")
+    ag.put_integration_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200",
+                                responseTemplates={"application/json": '{"ok": true}'})
+    ag.create_deployment(restApiId=api, stageName="prod")
+
+    step(2, "creating a usage plan (5 rps, burst 10, 1000 a day) and the partner's first key")
+    plan = ag.create_usage_plan(name=f"partner-plan-{suffix}", apiStages=[{"apiId": api, "stage": "prod"}],
+                                throttle={"rateLimit": 5.0, "burstLimit": 10},
+                                quota={"limit": 1000, "period": "DAY"})["id"]
+    first = ag.create_api_key(name=f"partner-a-first-{suffix}", enabled=True, description="Partner A",
+                              customerId="partner-a")
+    ag.create_usage_plan_key(usagePlanId=plan, keyId=first["id"], keyType="API_KEY")
+
+    step(3, "creating a secret that holds the key, tagged for rotation")
+    secret = sm.create_secret(
+        Name=f"api-keys/partner-a-{suffix}",
+        SecretString=json.dumps({"api_key_id": first["id"]}),
+        Tags=[{"Key": "KeyName", "Value": "partner-a"}, {"Key": "UsagePlan", "Value": plan},
+              {"Key": "OldKeyAction", "Value": "delete"}, {"Key": "Project", "Value": "demo"}],
+    )["ARN"]
+
+    status = call(a.endpoint, api, first["value"])
+    step(4, f"calling the stage with the current key {mask(first['value'])}: HTTP {status}")
+    if status != 200:
+        raise SystemExit("the first key was not let in")
+
+    def state():
+        d = sm.describe_secret(SecretId=secret)
+        cur = json.loads(sm.get_secret_value(SecretId=secret)["SecretString"])
+        return d["VersionIdsToStages"], cur
+
+    versions_before, cur_before = state()
+    step(5, "rotating (RotateSecret, then the four steps through cargo lambda invoke)")
+    t0 = time.time()
+    rotate(a.endpoint, secret, a.invoke_port, log=lambda m: print("    " + m, flush=True),
+           cargo_lambda=a.cargo_lambda)
+    took = time.time() - t0
+    versions_after, cur_after = state()
+
+    old_id = cur_before["api_key_id"]
+    new_id = cur_after["api_key_id"]
+    try:
+        old = ag.get_api_key(apiKey=old_id)
+        old_state = "enabled" if old["enabled"] else "disabled"
+    except ag.exceptions.NotFoundException:
+        old_state = "deleted"
+    attached = {k["id"] for k in ag.get_usage_plan_keys(usagePlanId=plan)["items"]}
+
+    def stages(versions):
+        return ", ".join(f"{v[:8]}…={'+'.join(sorted(s))}" for v, s in sorted(versions.items()))
+
+    step(6, f"rotation finished in {took:.1f}s")
+    rows = [
+        ("", "before", "after"),
+        ("AWSCURRENT key id", old_id, new_id),
+        ("key value", mask(first["value"]), mask(cur_after["api_key_value"])),
+        ("key attached to the plan", "yes", "yes" if new_id in attached else "no"),
+        ("old key attached", "yes", "yes" if old_id in attached else "no"),
+        ("usage plans", plan, ", ".join(cur_after["usage_plan_ids"])),
+        ("version stages", stages(versions_before), stages(versions_after)),
+        ("old key", "in use", old_state),
+    ]
+    width = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    for r in rows:
+        print("    " + "  ".join(str(c).ljust(width[i]) for i, c in enumerate(r)))
+
+    new_status = 0
+    for _ in range(20):
+        new_status = call(a.endpoint, api, cur_after["api_key_value"])
+        if new_status == 200:
+            break
+        time.sleep(0.5)
+    old_status = call(a.endpoint, api, first["value"])
+    step(7, f"new key {mask(cur_after['api_key_value'])}: HTTP {new_status}; "
+            f"old key {mask(first['value'])}: HTTP {old_status}")
+    if new_status != 200 or old_status != 403 or old_state != "deleted":
+        raise SystemExit("demo failed: expected 200 for the new key and 403 for the deleted old key")
+    print("demo passed: the gateway lets the new key in and refuses the old one")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
