@@ -43,20 +43,25 @@ impl AwsKeyGateway {
     }
 }
 
-fn to_key(k: &aws_sdk_apigateway::types::ApiKey) -> ApiKey {
-    ApiKey {
-        id: k.id().unwrap_or_default().to_owned(),
-        name: k.name().unwrap_or_default().to_owned(),
-        value: k.value().map(KeyValue::new),
-        enabled: k.enabled(),
-        description: k.description().map(str::to_owned),
-        customer_id: k.customer_id().map(str::to_owned),
-        tags: k
-            .tags()
-            .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
-            .unwrap_or_default(),
-        created: k.created_date().map(|d| d.secs()),
-    }
+/// GetApiKey, GetApiKeys and CreateApiKey answer with three types of the same shape: one
+/// conversion serves them all.
+macro_rules! to_key {
+    ($k:expr) => {{
+        let k = $k;
+        ApiKey {
+            id: k.id().unwrap_or_default().to_owned(),
+            name: k.name().unwrap_or_default().to_owned(),
+            value: k.value().map(KeyValue::new),
+            enabled: k.enabled(),
+            description: k.description().map(str::to_owned),
+            customer_id: k.customer_id().map(str::to_owned),
+            tags: k
+                .tags()
+                .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+                .unwrap_or_default(),
+            created: k.created_date().map(|d| d.secs()),
+        }
+    }};
 }
 
 fn to_hash(tags: &BTreeMap<String, String>) -> HashMap<String, String> {
@@ -82,7 +87,7 @@ impl AwsKeyGateway {
                 .send()
                 .await
                 .map_err(|e| aws_error("GetApiKeys", &e))?;
-            keys.extend(out.items().iter().map(to_key));
+            keys.extend(out.items().iter().map(|k| to_key!(k)));
             match out.position() {
                 Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
                     position = Some(p.to_owned())
@@ -135,19 +140,7 @@ impl KeyGateway for AwsKeyGateway {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(ApiKey {
-                id: out.id().unwrap_or(key_id).to_owned(),
-                name: out.name().unwrap_or_default().to_owned(),
-                value: out.value().map(KeyValue::new),
-                enabled: out.enabled(),
-                description: out.description().map(str::to_owned),
-                customer_id: out.customer_id().map(str::to_owned),
-                tags: out
-                    .tags()
-                    .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
-                    .unwrap_or_default(),
-                created: out.created_date().map(|d| d.secs()),
-            })),
+            Ok(out) => Ok(Some(to_key!(&out))),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_not_found_exception()) =>
@@ -181,16 +174,7 @@ impl KeyGateway for AwsKeyGateway {
             .send()
             .await
             .map_err(|e| aws_error("CreateApiKey", &e))?;
-        Ok(ApiKey {
-            id: out.id().unwrap_or_default().to_owned(),
-            name: out.name().unwrap_or_default().to_owned(),
-            value: out.value().map(KeyValue::new),
-            enabled: out.enabled(),
-            description: out.description().map(str::to_owned),
-            customer_id: out.customer_id().map(str::to_owned),
-            tags: key.tags.clone(),
-            created: out.created_date().map(|d| d.secs()),
-        })
+        Ok(to_key!(&out))
     }
 
     async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {

@@ -86,6 +86,26 @@ async fn setup(w: &World, value: Option<&str>, extra_tags: &[(&str, &str)]) -> R
     })
 }
 
+/// Like `setup`, with a TestUrl tag naming the API's stage (path-style, on loopback).
+async fn setup_probed(w: &World) -> R<Setup> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let key_name = w.unique("partner");
+    let url = w.stage_url(&api);
+    let tags = [
+        ("KeyName", key_name.as_str()),
+        ("UsagePlan", plan.as_str()),
+        ("TestUrl", url.as_str()),
+    ];
+    let secret = w.create_secret(Some("{}"), &tags).await?;
+    Ok(Setup {
+        api,
+        plan,
+        secret,
+        key_name,
+    })
+}
+
 /// The state every completed rotation must leave: exactly the keys the policy keeps are tied to
 /// the secret, the current key is enabled, attached to every plan and held by AWSCURRENT, and
 /// no AWSPENDING label is left off AWSCURRENT.
@@ -739,26 +759,8 @@ async fn step_checks_refuse_wrong_versions(w: Arc<World>) -> R<()> {
 }
 
 async fn test_url_probe_through_the_gateway(w: Arc<World>) -> R<()> {
-    let api = w.create_api().await?;
-    let plan = w.create_plan(Some(&api)).await?;
-    let url = w.stage_url(&api);
-    let key_name = w.unique("partner");
-    let secret = w
-        .create_secret(
-            Some("{}"),
-            &[
-                ("KeyName", &key_name),
-                ("UsagePlan", &plan),
-                ("TestUrl", &url),
-            ],
-        )
-        .await?;
-    let s = Setup {
-        api: api.clone(),
-        plan: plan.clone(),
-        secret: secret.clone(),
-        key_name,
-    };
+    let s = setup_probed(&w).await?;
+    let (plan, secret, url) = (s.plan.clone(), s.secret.clone(), w.stage_url(&s.api));
     let r = rotator(&w).await?;
     // An attached key passes the probe.
     let (t, errors) = w.rotate(&r, &secret, 1).await?;
@@ -1021,26 +1023,8 @@ async fn the_binary_rotates_under_the_lambda_runtime_api(w: Arc<World>) -> R<()>
         ],
     )
     .await?;
-    let api = w.create_api().await?;
-    let plan = w.create_plan(Some(&api)).await?;
-    let key_name = w.unique("partner");
-    let url = w.stage_url(&api);
-    let secret = w
-        .create_secret(
-            Some("{}"),
-            &[
-                ("KeyName", &key_name),
-                ("UsagePlan", &plan),
-                ("TestUrl", &url),
-            ],
-        )
-        .await?;
-    let s = Setup {
-        api: api.clone(),
-        plan: plan.clone(),
-        secret: secret.clone(),
-        key_name,
-    };
+    let s = setup_probed(&w).await?;
+    let (api, plan, secret) = (s.api.clone(), s.plan.clone(), s.secret.clone());
     let rotation_token = "5f1d0c1e-7a43-4b8e-9d3c-rotation-token-not-to-be-logged";
     let mut values = Vec::new();
     let mut failures = 0;
