@@ -15,11 +15,11 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint unit e2e tools localstack build release release-check demo lambda-tools up down watch invoke rotate
+.PHONY: help test lint audit unit e2e tools localstack build release release-check demo lambda-tools up down watch invoke rotate
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
-	@echo "make test      fmt, clippy, cfn-lint, unit tests, end-to-end tests on the embedded LocalStack"
+	@echo "make test      fmt, clippy, cfn-lint, cargo deny, unit and property tests, end-to-end tests (fault matrix included)"
 	@echo "make build     debug build of the function"
 	@echo "make release   release build: target/release/api-key-rotator"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
@@ -28,7 +28,7 @@ help:
 	@echo "make invoke STEP=createSecret SECRET=name TOKEN=token   one step through cargo lambda invoke"
 	@echo "make rotate SECRET=name    RotateSecret, then the four steps, as Secrets Manager does"
 
-test: lint unit e2e
+test: lint audit unit e2e
 
 $(TOOLS)/.installed: tools/requirements.txt tools/constraints.txt
 	rm -rf $(TOOLS)
@@ -41,13 +41,23 @@ tools: $(TOOLS)/.installed
 localstack:
 	scripts/localstack.sh install
 
+# cargo-deny, pinned, built from crates.io into .local/cargo-tools. Advisories are not checked:
+# their database lives outside the registries these machines reach (see README, Reliability).
+CARGO_DENY := .local/cargo-tools/bin/cargo-deny
+CARGO_DENY_VERSION := 0.20.2
+$(CARGO_DENY):
+	cargo install --locked --quiet --root .local/cargo-tools cargo-deny --version $(CARGO_DENY_VERSION)
+
+audit: $(CARGO_DENY)
+	$(CARGO_DENY) check licenses bans sources
+
 lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 	$(TOOLS)/bin/cfn-lint template.yaml
 
 unit:
-	cargo test --locked --lib --bins --test adapters
+	cargo test --locked --lib --bins --test adapters --test properties
 
 e2e: localstack
 	cargo test --locked --test e2e

@@ -62,7 +62,8 @@ pub enum VersionRef<'a> {
 
 #[async_trait]
 pub trait SecretStore: Send + Sync {
-    async fn describe(&self, secret_id: &str) -> Result<SecretMetadata, AwsError>;
+    /// `None` when there is no such secret.
+    async fn describe(&self, secret_id: &str) -> Result<Option<SecretMetadata>, AwsError>;
     /// `None` when the version (or stage) has no value, as with the placeholder RotateSecret makes.
     async fn get_value(
         &self,

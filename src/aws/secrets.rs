@@ -28,19 +28,28 @@ impl AwsSecretStore {
 
 #[async_trait]
 impl SecretStore for AwsSecretStore {
-    async fn describe(&self, secret_id: &str) -> Result<SecretMetadata, AwsError> {
-        let out = self
+    async fn describe(&self, secret_id: &str) -> Result<Option<SecretMetadata>, AwsError> {
+        let out = match self
             .client
             .describe_secret()
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| aws_error("DescribeSecret", &e))?;
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(aws_error("DescribeSecret", &e)),
+        };
         let versions: BTreeMap<String, Vec<String>> = out
             .version_ids_to_stages()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        Ok(SecretMetadata {
+        Ok(Some(SecretMetadata {
             arn: out.arn().unwrap_or_default().to_owned(),
             name: out.name().unwrap_or_default().to_owned(),
             rotation_enabled: out.rotation_enabled().unwrap_or(false),
@@ -55,7 +64,7 @@ impl SecretStore for AwsSecretStore {
                     ))
                 })
                 .collect(),
-        })
+        }))
     }
 
     async fn get_value(

@@ -20,6 +20,73 @@ mod finish_secret;
 mod set_secret;
 mod test_secret;
 
+/// Every AWS call each step can make, by operation name (happy path or not). The fault matrix
+/// takes its rows from this list, and the end-to-end tests fail when a step makes a call that
+/// is missing here, so a new call cannot escape the matrix.
+pub const STEP_CALLS: [(Step, &[&str]); 4] = [
+    (
+        Step::Create,
+        &[
+            "DescribeSecret",
+            "GetSecretValue",
+            "GetUsagePlan",
+            "GetApiKey",
+            "TagResource",
+            "GetApiKeys",
+            "CreateApiKey",
+            "GetUsagePlans",
+            "DeleteUsagePlanKey",
+            "DeleteApiKey",
+            "CreateUsagePlanKey",
+            "PutSecretValue",
+        ],
+    ),
+    (
+        Step::Set,
+        &[
+            "DescribeSecret",
+            "GetSecretValue",
+            "GetApiKey",
+            "UpdateApiKey",
+            "GetUsagePlanKey",
+            "CreateUsagePlanKey",
+        ],
+    ),
+    (
+        Step::Test,
+        &[
+            "DescribeSecret",
+            "GetSecretValue",
+            "GetUsagePlan",
+            "GetApiKey",
+            "GetUsagePlanKey",
+        ],
+    ),
+    (
+        Step::Finish,
+        &[
+            "DescribeSecret",
+            "GetSecretValue",
+            "UpdateSecretVersionStage",
+            "GetApiKeys",
+            "GetUsagePlans",
+            "DeleteUsagePlanKey",
+            "DeleteApiKey",
+            "UpdateApiKey",
+            "GetApiKey",
+        ],
+    ),
+];
+
+/// The AWS calls `step` can make.
+pub fn step_calls(step: Step) -> &'static [&'static str] {
+    STEP_CALLS
+        .iter()
+        .find(|(s, _)| *s == step)
+        .map(|(_, calls)| *calls)
+        .unwrap_or(&[])
+}
+
 /// The rotation function: its capabilities, built once, and the function's configuration.
 pub struct Rotator<S, K, P> {
     pub secrets: S,
@@ -80,7 +147,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
 
     async fn run(&self, ev: &RotationEvent) -> StepResult<()> {
         let config = self.config.as_ref().map_err(Clone::clone)?;
-        let meta = self.secrets.describe(&ev.secret_id).await?;
+        let meta = self.secrets.describe(&ev.secret_id).await?.ok_or_else(|| {
+            Failure::state("the secret does not exist (or this function may not see it)")
+        })?;
         let state = check_token(&meta, &ev.token)?;
         let ctx = StepCtx {
             ev,

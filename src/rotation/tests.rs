@@ -31,8 +31,8 @@ struct FakeSecrets {
 
 #[async_trait]
 impl SecretStore for FakeSecrets {
-    async fn describe(&self, _: &str) -> Result<SecretMetadata, AwsError> {
-        Ok(lock(&self.meta).clone())
+    async fn describe(&self, _: &str) -> Result<Option<SecretMetadata>, AwsError> {
+        Ok(Some(lock(&self.meta).clone()))
     }
     async fn get_value(
         &self,
@@ -529,4 +529,29 @@ async fn an_invalid_environment_fails_every_invocation_clearly() {
         Some(ErrorKind::InvalidConfiguration)
     );
     assert!(r.keys.ids().is_empty());
+}
+
+#[test]
+fn the_step_call_list_matches_the_adapters() {
+    let adapters = [
+        include_str!("../aws/gateway.rs"),
+        include_str!("../aws/secrets.rs"),
+    ]
+    .concat();
+    let named: BTreeSet<&str> = adapters
+        .split("aws_error(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let listed: BTreeSet<&str> = STEP_CALLS
+        .iter()
+        .flat_map(|(_, calls)| calls.iter().copied())
+        .collect();
+    assert_eq!(
+        named, listed,
+        "an adapter call missing from STEP_CALLS, or the reverse"
+    );
+    for step in Step::ALL {
+        assert!(step_calls(step).contains(&"DescribeSecret"), "{step}");
+    }
 }

@@ -9,6 +9,7 @@ use api_key_rotator::{AwsRotator, ErrorKind};
 use serde_json::json;
 
 use crate::ensure;
+use crate::matrix::fault_matrix;
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::runtime::Function;
 use crate::support::world::{str_field, World, STEPS};
@@ -38,16 +39,19 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         step_checks_refuse_wrong_versions,
         test_url_probe_through_the_gateway,
         lost_create_answer_leaves_exactly_one_key,
-        fault_matrix_every_write_fails_or_loses_its_answer,
+        fault_matrix,
         aws_calls_per_step_on_the_happy_path,
         the_binary_rotates_under_the_lambda_runtime_api,
         cached_clients_across_a_rotation,
+        a_failed_probe_promotes_nothing_and_the_next_rotation_retires_its_key,
+        the_same_rotation_delivered_twice_at_once,
+        function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,
     ]
 }
 
-fn config() -> FunctionConfig {
+pub(crate) fn config() -> FunctionConfig {
     FunctionConfig {
         allowed_test_url_hosts: BTreeSet::from(["127.0.0.1".to_owned()]),
         probe: ProbeConfig {
@@ -59,19 +63,19 @@ fn config() -> FunctionConfig {
     }
 }
 
-async fn rotator(w: &World) -> R<AwsRotator> {
+pub(crate) async fn rotator(w: &World) -> R<AwsRotator> {
     w.rotator(&w.endpoint, config()).await
 }
 
 /// A deployed API, a plan covering it, and a tagged secret.
-struct Setup {
-    api: String,
-    plan: String,
-    secret: String,
-    key_name: String,
+pub(crate) struct Setup {
+    pub api: String,
+    pub plan: String,
+    pub secret: String,
+    pub key_name: String,
 }
 
-async fn setup(w: &World, value: Option<&str>, extra_tags: &[(&str, &str)]) -> R<Setup> {
+pub(crate) async fn setup(w: &World, value: Option<&str>, extra_tags: &[(&str, &str)]) -> R<Setup> {
     let api = w.create_api().await?;
     let plan = w.create_plan(Some(&api)).await?;
     let key_name = w.unique("partner");
@@ -109,7 +113,7 @@ async fn setup_probed(w: &World) -> R<Setup> {
 /// The state every completed rotation must leave: exactly the keys the policy keeps are tied to
 /// the secret, the current key is enabled, attached to every plan and held by AWSCURRENT, and
 /// no AWSPENDING label is left off AWSCURRENT.
-async fn assert_rotated(w: &World, s: &Setup, token: &str, plans: &[&str]) -> R<String> {
+pub(crate) async fn assert_rotated(w: &World, s: &Setup, token: &str, plans: &[&str]) -> R<String> {
     let current = w.value(&s.secret, "AWSCURRENT").await?;
     let key_id = str_field(&current, "api_key_id").ok_or("no api_key_id in AWSCURRENT")?;
     let key = w
@@ -158,12 +162,9 @@ async fn assert_rotated(w: &World, s: &Setup, token: &str, plans: &[&str]) -> R<
             .any(|v| v.iter().any(|l| l == "AWSPENDING")),
         "AWSPENDING left: {versions:?}"
     );
-    let same_token: Vec<_> = w
-        .all_keys()
-        .await?
-        .into_iter()
-        .filter(|k| k.name().is_some_and(|n| n.ends_with(token)))
-        .collect();
+    let same_token = w
+        .keys_with_prefix(&format!("{}-{token}", s.key_name))
+        .await?;
     ensure!(
         same_token.len() == 1,
         "{} keys for the token",
@@ -172,7 +173,7 @@ async fn assert_rotated(w: &World, s: &Setup, token: &str, plans: &[&str]) -> R<
     Ok(key_id)
 }
 
-async fn tied_ids(w: &World, secret: &str) -> R<BTreeSet<String>> {
+pub(crate) async fn tied_ids(w: &World, secret: &str) -> R<BTreeSet<String>> {
     Ok(w.tied_keys(secret)
         .await?
         .iter()
@@ -476,7 +477,9 @@ async fn rotation_token_is_accepted(w: Arc<World>) -> R<()> {
     let token = w.open_rotation(&s.secret).await?;
     for step in STEPS {
         let mut ev = World::event(step, &s.secret, &token);
-        ev["RotationToken"] = json!("9b2e1c6a-rotation-token-0000000000000000");
+        let rotation_token = "9b2e1c6a-rotation-token-0000000000000000";
+        crate::support::world::remember(rotation_token);
+        ev["RotationToken"] = json!(rotation_token);
         r.handle(&ev).await?;
     }
     assert_rotated(&w, &s, &token, &[&s.plan]).await?;
@@ -577,6 +580,22 @@ async fn bad_tags_and_values_change_nothing(w: Arc<World>) -> R<()> {
             &r,
         ),
         (
+            "empty KeyName",
+            Some("{}"),
+            vec![("KeyName", " "), ("UsagePlan", &plan)],
+            &r,
+        ),
+        (
+            "TestUrl not a URL",
+            Some("{}"),
+            vec![
+                ("KeyName", "k"),
+                ("UsagePlan", &plan),
+                ("TestUrl", "not a url"),
+            ],
+            &r,
+        ),
+        (
             "bad OldKeyAction",
             Some("{}"),
             vec![
@@ -647,6 +666,10 @@ async fn bad_tags_and_values_change_nothing(w: Arc<World>) -> R<()> {
             &r,
         ),
     ];
+    eprintln!(
+        "  bad-input matrix: {} tag/value cases, each refused with nothing changed",
+        cases.len()
+    );
     for (what, value, tags, rot) in cases {
         let secret = w.create_secret(value, &tags).await?;
         refused(
@@ -685,6 +708,21 @@ async fn bad_events_change_nothing(w: Arc<World>) -> R<()> {
         json!({"Step": "createSecret", "SecretId": s.secret, "ClientRequestToken": 42}),
         json!("createSecret"),
     ];
+    // A well-formed event for a secret that does not exist.
+    let e = r
+        .handle(&World::event(
+            "createSecret",
+            "no-such-secret-anywhere",
+            &token,
+        ))
+        .await
+        .err();
+    ensure!(
+        e.as_ref().is_some_and(
+            |e| e.kind == ErrorKind::RotationState && e.cause.contains("does not exist")
+        ),
+        "unknown secret: {e:?}"
+    );
     for ev in events {
         let result = r.handle(&ev).await;
         ensure!(
@@ -872,71 +910,6 @@ async fn lost_create_answer_leaves_exactly_one_key(w: Arc<World>) -> R<()> {
     Ok(())
 }
 
-/// Every write (and the reads that guard them) fails past the SDK's retries, or succeeds with
-/// its answer lost, in the second rotation of a secret; Secrets Manager re-runs the whole
-/// rotation with the same token until it completes. The invariants hold in every cell.
-async fn fault_matrix_every_write_fails_or_loses_its_answer(w: Arc<World>) -> R<()> {
-    let ops = [
-        "DescribeSecret",
-        "GetSecretValue",
-        "GetUsagePlan",
-        "GetApiKey",
-        "GetApiKeys",
-        "CreateApiKey",
-        "CreateUsagePlanKey",
-        "PutSecretValue",
-        "GetUsagePlanKey",
-        "UpdateSecretVersionStage",
-        "GetUsagePlans",
-        "DeleteUsagePlanKey",
-        "DeleteApiKey",
-    ];
-    let proxy = Proxy::start(&w.endpoint).await?;
-    let r = w.rotator(&proxy.endpoint, config()).await?;
-    let mut cells = 0;
-    for op in ops {
-        for fault in [Fault::FailBefore, Fault::LoseAnswer] {
-            let s = setup(&w, Some("{}"), &[]).await?;
-            proxy.clear();
-            let (_, errors) = w.rotate(&r, &s.secret, 1).await?;
-            ensure!(
-                errors.is_empty(),
-                "{op} {fault:?}: first rotation {errors:?}"
-            );
-            let old = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_id")
-                .unwrap_or_default();
-            proxy.reset_counts();
-            // Three faults in a row: past the SDK's three attempts, so the step fails.
-            proxy.inject(op, fault, 3);
-            let token = w.open_rotation(&s.secret).await?;
-            let p = proxy.clone();
-            let errors = World::drive(&r, &s.secret, &token, 4, || p.clear()).await?;
-            ensure!(
-                proxy.injected(op) > 0,
-                "{op} {fault:?}: never called in a rotation"
-            );
-            let new = assert_rotated(&w, &s, &token, &[&s.plan])
-                .await
-                .map_err(|e| format!("{op} {fault:?}: {e}"))?;
-            ensure!(
-                w.key(&old).await?.is_none(),
-                "{op} {fault:?}: old key survived"
-            );
-            ensure!(
-                tied_ids(&w, &s.secret).await? == BTreeSet::from([new.clone()]),
-                "{op} {fault:?}: orphaned keys"
-            );
-            ensure!(
-                proxy.injected(op) < 3 || !errors.is_empty(),
-                "{op} {fault:?}: three faults and no failed try"
-            );
-            cells += 1;
-        }
-    }
-    eprintln!("fault matrix: {cells} cells passed");
-    Ok(())
-}
-
 /// The AWS calls each step makes in a second rotation (delete policy, one plan, no TestUrl),
 /// counted by the proxy. A new call shows up here first.
 async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
@@ -998,6 +971,15 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
             want.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
         eprintln!("  {step}: {got:?}");
         ensure!(got == want, "{step} made {got:?}, expected {want:?}");
+        let listed = api_key_rotator::rotation::step_calls(
+            api_key_rotator::event::Step::parse(step).ok_or("step")?,
+        );
+        for op in got.keys() {
+            ensure!(
+                listed.contains(&op.as_str()),
+                "{step} made {op}, which STEP_CALLS does not list"
+            );
+        }
     }
     assert_rotated(&w, &s, &token, &[&s.plan]).await?;
     Ok(())
@@ -1026,6 +1008,7 @@ async fn the_binary_rotates_under_the_lambda_runtime_api(w: Arc<World>) -> R<()>
     let s = setup_probed(&w).await?;
     let (api, plan, secret) = (s.api.clone(), s.plan.clone(), s.secret.clone());
     let rotation_token = "5f1d0c1e-7a43-4b8e-9d3c-rotation-token-not-to-be-logged";
+    crate::support::world::remember(rotation_token);
     let mut values = Vec::new();
     let mut failures = 0;
     for round in 0..2 {
@@ -1194,6 +1177,151 @@ async fn the_local_aws_made_no_connection_outside_loopback(_w: Arc<World>) -> R<
     ensure!(
         outside.is_empty(),
         "the local AWS reached outside loopback: {outside:?}"
+    );
+    Ok(())
+}
+
+/// A TestUrl that is well-formed but unreachable is a failed test, not a bad input: testSecret
+/// errors and nothing is promoted. Once the operator fixes the tag and clears the stuck
+/// AWSPENDING label, the next rotation succeeds and retires the abandoned pending key.
+async fn a_failed_probe_promotes_nothing_and_the_next_rotation_retires_its_key(
+    w: Arc<World>,
+) -> R<()> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let key_name = w.unique("partner");
+    // Port 9 on loopback: nothing listens there.
+    let tags = [
+        ("KeyName", key_name.as_str()),
+        ("UsagePlan", plan.as_str()),
+        ("TestUrl", "http://127.0.0.1:9/health"),
+    ];
+    let secret = w.create_secret(Some("{}"), &tags).await?;
+    let s = Setup {
+        api,
+        plan: plan.clone(),
+        secret: secret.clone(),
+        key_name,
+    };
+    let r = rotator(&w).await?;
+    let token = w.open_rotation(&secret).await?;
+    r.handle(&World::event("createSecret", &secret, &token))
+        .await?;
+    r.handle(&World::event("setSecret", &secret, &token))
+        .await?;
+    let e = r
+        .handle(&World::event("testSecret", &secret, &token))
+        .await
+        .err();
+    ensure!(
+        e.as_ref().is_some_and(|e| e.kind == ErrorKind::TestFailed),
+        "{e:?}"
+    );
+    ensure!(
+        w.value(&secret, "AWSCURRENT").await? == Some(json!({})),
+        "something was promoted"
+    );
+    let abandoned = tied_ids(&w, &secret).await?;
+    ensure!(abandoned.len() == 1, "one pending key expected");
+    // The operator fixes the tag and clears the stuck rotation.
+    w.sm.untag_resource()
+        .secret_id(&secret)
+        .tag_keys("TestUrl")
+        .send()
+        .await?;
+    w.sm.update_secret_version_stage()
+        .secret_id(&secret)
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(&token)
+        .send()
+        .await?;
+    let (t2, errors) = w.rotate(&r, &secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    let new = assert_rotated(&w, &s, &t2, &[&plan]).await?;
+    ensure!(
+        tied_ids(&w, &secret).await? == BTreeSet::from([new]),
+        "the abandoned key was not retired"
+    );
+    Ok(())
+}
+
+/// A manual invoke racing a scheduled rotation: every step delivered twice at the same time,
+/// then the rotation re-run until it completes. Exactly one key remains for the token.
+async fn the_same_rotation_delivered_twice_at_once(w: Arc<World>) -> R<()> {
+    for _ in 0..3 {
+        let s = setup(&w, Some("{}"), &[]).await?;
+        let r = rotator(&w).await?;
+        w.rotate(&r, &s.secret, 1).await?;
+        let old =
+            str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_id").unwrap_or_default();
+        let token = w.open_rotation(&s.secret).await?;
+        let (a, b) = tokio::join!(
+            World::run_steps(&r, &s.secret, &token),
+            World::run_steps(&r, &s.secret, &token)
+        );
+        if a.is_err() || b.is_err() {
+            World::drive(&r, &s.secret, &token, 3, || {}).await?;
+        }
+        let new = assert_rotated(&w, &s, &token, &[&s.plan]).await?;
+        ensure!(w.key(&old).await?.is_none(), "old key survived");
+        ensure!(
+            tied_ids(&w, &s.secret).await? == BTreeSet::from([new]),
+            "extra keys after a race"
+        );
+    }
+    Ok(())
+}
+
+/// Everything the function logged in this run (in-process and the real binary) is searched for
+/// every key value the emulator holds or that crossed a proxy or the test world, and for every
+/// RotationToken the tests sent.
+async fn function_logs_hold_no_key_value_and_no_rotation_token(w: Arc<World>) -> R<()> {
+    let mut secrets: BTreeSet<String> = w
+        .all_keys()
+        .await?
+        .iter()
+        .filter_map(|k| k.value().map(str::to_owned))
+        .collect();
+    secrets.extend(
+        crate::support::proxy::SEEN_VALUES
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+    );
+    secrets.extend(
+        crate::support::world::SEEN
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+    );
+    secrets.retain(|v| v.len() >= 20);
+    let mut logs = String::new();
+    for path in crate::support::logs::all() {
+        logs.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+    }
+    ensure!(
+        logs.lines().count() > 100,
+        "too little log output to scan ({} lines)",
+        logs.lines().count()
+    );
+    ensure!(
+        logs.contains("stored the new key as AWSPENDING"),
+        "the scan did not see the function's logs"
+    );
+    let hits: Vec<&String> = secrets
+        .iter()
+        .filter(|v| logs.contains(v.as_str()))
+        .collect();
+    eprintln!(
+        "  log scan: {} lines, {} secret strings searched, {} hits",
+        logs.lines().count(),
+        secrets.len(),
+        hits.len()
+    );
+    ensure!(
+        hits.is_empty(),
+        "{} secret strings found in the logs",
+        hits.len()
     );
     Ok(())
 }

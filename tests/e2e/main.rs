@@ -5,6 +5,7 @@
 //! run fails.
 
 mod cases;
+mod matrix;
 mod support;
 
 use std::future::Future;
@@ -39,6 +40,10 @@ fn main() {
 
 async fn run(filters: Vec<String>) -> i32 {
     let started = Instant::now();
+    if let Err(e) = support::logs::capture_function_logs() {
+        eprintln!("error: cannot capture the function's logs: {e}");
+        return 1;
+    }
     let local = match LocalAws::start("e2e") {
         Ok(l) => l,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! `World` that plays Secrets Manager and sets up APIs, plans, keys and secrets.
 
 pub mod localstack;
+pub mod logs;
 pub mod proxy;
 pub mod runtime;
 pub mod world;

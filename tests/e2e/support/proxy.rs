@@ -3,7 +3,6 @@
 //! emulator, or lose its answer after the emulator committed it.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -23,11 +22,20 @@ pub enum Fault {
     FailBefore,
     /// Forward, let the emulator commit, then answer 500: the answer is lost.
     LoseAnswer,
+    /// Forward, let the emulator commit, then drop the connection without an answer.
+    ResetAfter,
+    /// Answer 429 TooManyRequests / ThrottlingException without forwarding.
+    Throttle,
+    /// Hold the request this long, then forward it (the client may have given up by then, and
+    /// the emulator still commits it).
+    Delay(std::time::Duration),
 }
 
 #[derive(Debug, Clone)]
 struct Rule {
     operation: String,
+    /// Only while the test says this phase (e.g. a step) is running.
+    phase: Option<String>,
     fault: Fault,
     remaining: u32,
 }
@@ -35,8 +43,48 @@ struct Rule {
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
+    phase: Option<String>,
     calls: BTreeMap<String, u32>,
     injected: BTreeMap<String, u32>,
+}
+
+/// Every API key value that crossed any proxy, for the log scan.
+pub static SEEN_VALUES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn record_values(body: &[u8]) {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("value" | "api_key_value", serde_json::Value::String(s))
+                            if s.len() >= 20 =>
+                        {
+                            out.push(s.clone())
+                        }
+                        ("SecretString", serde_json::Value::String(s)) => {
+                            if let Ok(inner) = serde_json::from_str::<serde_json::Value>(s) {
+                                walk(&inner, out);
+                            }
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        let mut found = Vec::new();
+        walk(&v, &mut found);
+        if !found.is_empty() {
+            SEEN_VALUES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(found);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -102,11 +150,22 @@ impl Proxy {
 
     /// Injects `fault` into the next `times` calls of `operation`.
     pub fn inject(&self, operation: &str, fault: Fault, times: u32) {
+        self.inject_in(None, operation, fault, times);
+    }
+
+    /// Injects `fault` into the next `times` calls of `operation` made while `phase` runs.
+    pub fn inject_in(&self, phase: Option<&str>, operation: &str, fault: Fault, times: u32) {
         lock(&self.state).rules.push(Rule {
             operation: operation.to_owned(),
+            phase: phase.map(str::to_owned),
             fault,
             remaining: times,
         });
+    }
+
+    /// Names what runs now (e.g. "createSecret"), for rules scoped to a phase.
+    pub fn set_phase(&self, phase: Option<&str>) {
+        lock(&self.state).phase = phase.map(str::to_owned);
     }
 
     pub fn clear(&self) {
@@ -136,6 +195,23 @@ impl Proxy {
     }
 }
 
+fn throttle_response() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(
+        br#"{"__type":"ThrottlingException","message":"Rate exceeded (injected by the test proxy)"}"#,
+    )));
+    *resp.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "x-amzn-errortype",
+        hyper::header::HeaderValue::from_static("TooManyRequestsException"),
+    );
+    resp
+}
+
 fn error_response() -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(
         br#"{"__type":"InternalFailure","message":"injected by the test proxy"}"#,
@@ -153,7 +229,7 @@ async fn handle(
     state: Arc<Mutex<State>>,
     client: reqwest::Client,
     upstream: String,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().as_str().to_owned();
     let path_q = req
         .uri()
@@ -169,10 +245,13 @@ async fn handle(
     let fault = {
         let mut s = lock(&state);
         *s.calls.entry(op.clone()).or_default() += 1;
+        let phase = s.phase.clone();
         let fault = s
             .rules
             .iter_mut()
-            .find(|r| r.operation == op && r.remaining > 0)
+            .find(|r| {
+                r.operation == op && r.remaining > 0 && (r.phase.is_none() || r.phase == phase)
+            })
             .map(|r| {
                 r.remaining -= 1;
                 r.fault
@@ -182,8 +261,11 @@ async fn handle(
         }
         fault
     };
-    if fault == Some(Fault::FailBefore) {
-        return Ok(error_response());
+    match fault {
+        Some(Fault::FailBefore) => return Ok(error_response()),
+        Some(Fault::Throttle) => return Ok(throttle_response()),
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        _ => {}
     }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
@@ -200,12 +282,16 @@ async fn handle(
         Ok(r) => r,
         Err(_) => return Ok(error_response()),
     };
-    if fault == Some(Fault::LoseAnswer) {
-        return Ok(error_response());
-    }
     let status = upstream_resp.status();
     let headers = upstream_resp.headers().clone();
     let bytes = upstream_resp.bytes().await.unwrap_or_default();
+    record_values(&bytes);
+    match fault {
+        Some(Fault::LoseAnswer) => return Ok(error_response()),
+        // An error from the service makes hyper drop the connection with no answer.
+        Some(Fault::ResetAfter) => return Err(std::io::Error::other("injected connection reset")),
+        _ => {}
+    }
     let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
     for (name, value) in headers.iter() {

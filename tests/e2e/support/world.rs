@@ -18,6 +18,15 @@ use serde_json::{json, Value};
 use super::R;
 
 pub const REGION: &str = "us-east-1";
+
+/// Every key value and RotationToken the test world saw or sent, for the log scan.
+pub static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+pub fn remember(secret: &str) {
+    if let Ok(mut seen) = SEEN.lock() {
+        seen.push(secret.to_owned());
+    }
+}
 pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
 pub async fn sdk_config(endpoint: &str, settings: &SdkSettings) -> SdkConfig {
@@ -367,11 +376,54 @@ impl World {
     }
 
     pub async fn key(&self, id: &str) -> R<Option<aws_sdk_apigateway::types::ApiKey>> {
-        Ok(self
-            .all_keys()
-            .await?
-            .into_iter()
-            .find(|k| k.id() == Some(id)))
+        match self
+            .ag
+            .get_api_key()
+            .api_key(id)
+            .include_value(true)
+            .send()
+            .await
+        {
+            Ok(k) => Ok(Some(
+                aws_sdk_apigateway::types::ApiKey::builder()
+                    .set_id(k.id().map(str::to_owned))
+                    .set_name(k.name().map(str::to_owned))
+                    .set_value(k.value().map(str::to_owned))
+                    .enabled(k.enabled())
+                    .set_description(k.description().map(str::to_owned))
+                    .set_customer_id(k.customer_id().map(str::to_owned))
+                    .set_tags(k.tags().cloned())
+                    .build(),
+            )),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Keys whose name starts with `prefix` (nameQuery narrows, the filter makes it exact).
+    pub async fn keys_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> R<Vec<aws_sdk_apigateway::types::ApiKey>> {
+        let out = self
+            .ag
+            .get_api_keys()
+            .name_query(prefix)
+            .include_values(true)
+            .limit(500)
+            .send()
+            .await?;
+        Ok(out
+            .items()
+            .iter()
+            .filter(|k| k.name().is_some_and(|n| n.starts_with(prefix)))
+            .cloned()
+            .collect())
     }
 
     pub async fn plan_keys(&self, plan: &str) -> R<BTreeSet<String>> {
@@ -414,7 +466,13 @@ impl World {
             .await
         {
             Ok(v) => Ok(match v.secret_string() {
-                Some(s) if !s.is_empty() => Some(serde_json::from_str(s)?),
+                Some(s) if !s.is_empty() => {
+                    let value: Value = serde_json::from_str(s)?;
+                    if let Some(k) = value.get("api_key_value").and_then(Value::as_str) {
+                        remember(k);
+                    }
+                    Some(value)
+                }
                 _ => None,
             }),
             Err(e)

@@ -1,0 +1,155 @@
+//! Property tests over the parsers that take untrusted input: the event, the secret's tags and
+//! the secret's value. No input may panic, and what they accept keeps its invariants.
+
+use std::collections::BTreeSet;
+
+use api_key_rotator::config::{api_gateway_accepts_tag, FunctionConfig, RotationSettings};
+use api_key_rotator::event::{RotationEvent, TOKEN_MAX, TOKEN_MIN};
+use api_key_rotator::secret::{CurrentValue, KeyValue, SecretValue};
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".*".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<String, Value>>())),
+        ]
+    })
+}
+
+/// Objects shaped like events, with each field present, absent or of a random type.
+fn event_like() -> impl Strategy<Value = Value> {
+    let field = prop_oneof![
+        Just(None),
+        any_json().prop_map(Some),
+        "(createSecret|setSecret|testSecret|finishSecret|[a-zA-Z]{0,14})"
+            .prop_map(|s| Some(Value::String(s))),
+        "[ -~]{0,80}".prop_map(|s| Some(Value::String(s))),
+    ];
+    (field.clone(), field.clone(), field.clone(), field).prop_map(|(a, b, c, d)| {
+        let mut m = Map::new();
+        for (k, v) in [
+            ("Step", a),
+            ("SecretId", b),
+            ("ClientRequestToken", c),
+            ("RotationToken", d),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        }
+        Value::Object(m)
+    })
+}
+
+fn tag_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("KeyName".to_owned()),
+        Just("UsagePlan".to_owned()),
+        Just("OldKeyAction".to_owned()),
+        Just("TestUrl".to_owned()),
+        Just("aws:cloudformation:stack-name".to_owned()),
+        ".{0,20}",
+    ]
+}
+
+fn tag_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9]{1,10}(,[a-z0-9 ]{0,10}){0,3}",
+        "(delete|disable|keep-previous|shred)",
+        "(https?|ftp)://[a-z0-9.:@/-]{0,40}",
+        ".{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn event_parsing_never_panics_and_keeps_its_invariants(payload in prop_oneof![any_json(), event_like()]) {
+        if let Ok(ev) = RotationEvent::parse(&payload) {
+            let n = ev.token.chars().count();
+            prop_assert!((TOKEN_MIN..=TOKEN_MAX).contains(&n));
+            prop_assert!(!ev.secret_id.is_empty());
+            let printed = format!("{ev:?}");
+            if let Some(t) = &ev.rotation_token {
+                prop_assert!(t.expose().len() < 12 || !printed.contains(t.expose()));
+            }
+        }
+    }
+
+    #[test]
+    fn tag_parsing_never_panics_and_copies_only_acceptable_tags(
+        tags in prop::collection::vec((tag_key(), tag_value()), 0..12),
+        allowed in prop::option::of(prop::collection::btree_set("[a-z0-9]{1,10}", 0..4)),
+    ) {
+        let config = FunctionConfig {
+            allowed_usage_plan_ids: allowed.clone(),
+            allowed_test_url_hosts: BTreeSet::from(["127.0.0.1".to_owned()]),
+            ..FunctionConfig::default()
+        };
+        if let Ok(s) = RotationSettings::from_tags(&tags, &config) {
+            prop_assert!(!s.key_name.is_empty());
+            prop_assert!(!s.usage_plan_ids.is_empty());
+            for p in &s.usage_plan_ids {
+                prop_assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+                if let Some(a) = &allowed {
+                    prop_assert!(a.contains(p));
+                }
+            }
+            for (k, v) in &s.key_tags {
+                prop_assert!(api_gateway_accepts_tag(k, v));
+            }
+            if let Some(url) = &s.test_url {
+                prop_assert!(url.url.scheme() == "https" || url.url.scheme() == "http");
+            }
+        }
+    }
+
+    #[test]
+    fn secret_value_parsing_never_panics(raw in prop_oneof![".*", any_json().prop_map(|v| v.to_string())]) {
+        let _ = CurrentValue::parse(Some(&raw));
+        let _ = SecretValue::parse(&raw, "AWSPENDING");
+    }
+
+    #[test]
+    fn owned_fields_of_any_type_never_panic(
+        id in any_json(), value in any_json(), name in any_json(), plans in any_json(), extra in any_json()
+    ) {
+        let raw = json!({"api_key_id": id, "api_key_value": value, "key_name": name, "usage_plan_ids": plans, "x": extra});
+        let _ = CurrentValue::parse(Some(&raw.to_string()));
+        let _ = SecretValue::parse(&raw.to_string(), "AWSPENDING");
+    }
+
+    #[test]
+    fn a_written_value_reads_back_the_same(
+        id in "[a-z0-9]{10}", value in "[A-Za-z0-9]{20,128}", name in ".{1,40}",
+        plans in prop::collection::vec("[a-z0-9]{10}", 1..4),
+        extra in prop::collection::btree_map("[a-z_]{1,8}", any_json(), 0..4),
+    ) {
+        let mut extra: Map<String, Value> = extra.into_iter().collect();
+        for owned in ["api_key_id", "api_key_value", "key_name", "usage_plan_ids"] {
+            extra.remove(owned);
+        }
+        let v = SecretValue {
+            api_key_id: id,
+            api_key_value: KeyValue::new(value.clone()),
+            key_name: name,
+            usage_plan_ids: plans,
+            extra,
+        };
+        let back = SecretValue::parse(&v.to_json(), "AWSPENDING");
+        prop_assert_eq!(back.as_ref().ok(), Some(&v));
+        let printed = format!("{:?}", v);
+        prop_assert!(!printed.contains(&value));
+    }
+}
