@@ -262,15 +262,14 @@ fn check_plan_id(id: &str) -> Result<(), ()> {
     }
 }
 
-/// API Gateway's tag rule: key 1–128 characters, value up to 256, both of letters, digits,
-/// spaces and `_ . : / = + - @`; keys must not start with `aws:`.
+/// API Gateway's tag rule, as its API reference states it: keys of 1–128 and values of up to
+/// 256 characters from `[a-zA-Z+-=._:/]` (read here as ASCII letters and digits and
+/// `+ - = . _ : /`), keys not starting with `aws:`. Secrets Manager takes more (spaces, `@`,
+/// any Unicode letter), so such tags are skipped with a warning rather than failing CreateApiKey.
 pub fn api_gateway_accepts_tag(key: &str, value: &str) -> bool {
-    let ok_char = |c: char| {
-        c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
-    };
-    let key_len = key.chars().count();
-    (1..=128).contains(&key_len)
-        && value.chars().count() <= 256
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "+-=._:/".contains(c);
+    (1..=128).contains(&key.len())
+        && value.len() <= 256
         && key.chars().all(ok_char)
         && value.chars().all(ok_char)
         && !key.to_ascii_lowercase().starts_with("aws:")
@@ -434,6 +433,8 @@ mod tests {
             ("aws:cloudformation:stack-name", "x"),
             ("Bad*Key", "v"),
             ("Owner", "a<b>"),
+            ("Team", "billing team"),
+            ("Contact", "ops@example.com"),
         ]));
         let s = RotationSettings::from_tags(&t, &FunctionConfig::default()).ok();
         let s = s.as_ref();
@@ -443,7 +444,12 @@ mod tests {
         );
         assert_eq!(
             s.map(|s| s.skipped_tags.clone()),
-            Some(vec!["Bad*Key".into(), "Owner".into()])
+            Some(vec![
+                "Bad*Key".into(),
+                "Owner".into(),
+                "Team".into(),
+                "Contact".into()
+            ])
         );
     }
 
