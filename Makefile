@@ -55,6 +55,7 @@ lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/python tests/template_policy.py template.yaml
 
 unit:
 	cargo test --locked --lib --bins --test adapters --test properties
