@@ -20,7 +20,7 @@ PYTHON ?= python3
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
 	@echo "make test      fmt, clippy, cfn-lint, cargo deny, unit and property tests, end-to-end tests (fault matrix included)"
-	@echo "make build     debug build of the function"
+	@echo "make build     the release bootstrap.zip (arm64 if its target is installed, else x86_64) and its size"
 	@echo "make release   release build: target/release/api-key-rotator"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev)"
@@ -63,8 +63,10 @@ unit:
 e2e: localstack
 	cargo test --locked --test e2e
 
-build:
-	cargo build --locked
+# The Lambda zip: arm64 when the aarch64 target is installed, else x86_64 (CI packages x86_64:
+# the aarch64 target is a rustup download no registry guarantees).
+build: lambda-tools
+	scripts/build.sh
 
 release:
 	cargo build --locked --release
