@@ -15,13 +15,14 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e tools localstack build release release-check demo lambda-tools up down watch invoke rotate
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools up down watch invoke rotate
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
 	@echo "make test      fmt, clippy, cfn-lint, cargo deny, unit and property tests, end-to-end tests (fault matrix included)"
 	@echo "make build     the release bootstrap.zip (arm64 if its target is installed, else x86_64) and its size"
 	@echo "make release   release build: target/release/api-key-rotator"
+	@echo "make bench     cold init, peak RSS, step times, AWS calls, zip size; FLEET=N adds the fleet mode"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev)"
 	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
@@ -111,3 +112,9 @@ rotate: lambda-tools
 	@test -n "$(SECRET)" || { echo "usage: make rotate SECRET=name"; exit 1; }
 	.local/localstack-venv/bin/python scripts/rotate.py --endpoint $$(cat $(DEV)/endpoint) \
 	  --invoke-port $(WATCH_PORT) --cargo-lambda $(LAMBDA)/bin/cargo-lambda $(SECRET)
+
+FLEET ?= 100
+
+# Figures, not timed tests: the release binary under a Lambda Runtime API stand-in.
+bench: build release localstack
+	ROTATOR_BINARY=$(CURDIR)/target/release/api-key-rotator cargo bench --locked --bench bench -- --fleet $(FLEET)

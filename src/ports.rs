@@ -136,8 +136,9 @@ pub trait KeyGateway: Send + Sync {
     async fn get_key(&self, key_id: &str) -> Result<Option<ApiKey>, AwsError>;
     /// Keys whose name is exactly `name`, with values.
     async fn find_keys_named(&self, name: &str) -> Result<Vec<ApiKey>, AwsError>;
-    /// Every key in the account and region, without values.
-    async fn list_keys(&self) -> Result<Vec<ApiKey>, AwsError>;
+    /// Keys whose name starts with `prefix`, without values (GetApiKeys' nameQuery matches
+    /// prefixes; the adapter makes it exact).
+    async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError>;
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError>;
     async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError>;
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError>;
@@ -145,7 +146,6 @@ pub trait KeyGateway: Send + Sync {
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError>;
     /// The ids of the usage plans the key is attached to.
     async fn plans_of_key(&self, key_id: &str) -> Result<Vec<String>, AwsError>;
-    async fn is_attached(&self, plan_id: &str, key_id: &str) -> Result<bool, AwsError>;
     /// Succeeds when already attached.
     async fn attach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError>;
     /// Succeeds when already detached.

@@ -158,8 +158,10 @@ impl KeyGateway for AwsKeyGateway {
         Ok(keys)
     }
 
-    async fn list_keys(&self) -> Result<Vec<ApiKey>, AwsError> {
-        self.get_api_keys(None, false).await
+    async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError> {
+        let mut keys = self.get_api_keys(Some(prefix), false).await?;
+        keys.retain(|k| k.name.starts_with(prefix));
+        Ok(keys)
     }
 
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError> {
@@ -238,26 +240,6 @@ impl KeyGateway for AwsKeyGateway {
                 }
                 _ => return Ok(plans),
             }
-        }
-    }
-
-    async fn is_attached(&self, plan_id: &str, key_id: &str) -> Result<bool, AwsError> {
-        match self
-            .client
-            .get_usage_plan_key()
-            .usage_plan_id(plan_id)
-            .key_id(key_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_not_found_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(aws_error("GetUsagePlanKey", &e)),
         }
     }
 

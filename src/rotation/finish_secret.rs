@@ -65,27 +65,26 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 None
             }
         };
-        self.retire(
-            ctx,
-            settings.old_key_action,
-            &new.api_key_id,
-            previous_key.as_deref(),
-        )
-        .await
+        self.retire(ctx, &settings, &new.api_key_id, previous_key.as_deref())
+            .await
     }
 
     /// Retires every key tied to the secret other than the current one: the previous key by
     /// policy, any other (from two rotations back, or left by an abandoned rotation) deleted.
+    /// The keys this function made are found by their name prefix (`<KeyName>-`) and tie tag:
+    /// one listing, however many keys the account holds. The previous key also comes from
+    /// AWSPREVIOUS, so an adopted key with another name is retired too.
     async fn retire(
         &self,
         ctx: &StepCtx<'_>,
-        action: OldKeyAction,
+        settings: &RotationSettings,
         current: &str,
         previous: Option<&str>,
     ) -> StepResult<()> {
+        let action = settings.old_key_action;
         let tied: Vec<_> = self
             .keys
-            .list_keys()
+            .find_keys_with_prefix(&format!("{}-", settings.key_name))
             .await?
             .into_iter()
             .filter(|k| k.tags.get(TIE_TAG) == Some(&ctx.meta.arn))

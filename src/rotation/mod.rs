@@ -48,7 +48,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "GetSecretValue",
             "GetApiKey",
             "UpdateApiKey",
-            "GetUsagePlanKey",
+            "GetUsagePlans",
             "CreateUsagePlanKey",
         ],
     ),
@@ -59,7 +59,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "GetSecretValue",
             "GetUsagePlan",
             "GetApiKey",
-            "GetUsagePlanKey",
+            "GetUsagePlans",
         ],
     ),
     (

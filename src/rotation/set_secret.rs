@@ -26,8 +26,10 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             self.keys.set_key_enabled(&key.id, true).await?;
             tracing::info!(key_id = %key.id, "enabled the pending key");
         }
+        // One call lists the key's plans, however many are configured.
+        let on = self.keys.plans_of_key(&key.id).await?;
         for plan in &pending.usage_plan_ids {
-            if !self.keys.is_attached(plan, &key.id).await? {
+            if !on.contains(plan) {
                 self.keys.attach(plan, &key.id).await?;
                 tracing::info!(key_id = %key.id, plan_id = %plan, "attached key to usage plan");
             }

@@ -31,8 +31,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 "the pending key {id}'s value differs from the secret's"
             )));
         }
+        let on = self.keys.plans_of_key(id).await?;
         for plan in &pending.usage_plan_ids {
-            if !self.keys.is_attached(plan, id).await? {
+            if !on.contains(plan) {
                 return Err(Failure::test(format!(
                     "the pending key {id} is not attached to usage plan {plan}"
                 )));

@@ -169,9 +169,10 @@ impl KeyGateway for FakeKeys {
             .cloned()
             .collect())
     }
-    async fn list_keys(&self) -> Result<Vec<ApiKey>, AwsError> {
+    async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError> {
         Ok(lock(&self.keys)
             .values()
+            .filter(|k| k.name.starts_with(prefix))
             .map(|k| ApiKey {
                 value: None,
                 ..k.clone()
@@ -218,9 +219,6 @@ impl KeyGateway for FakeKeys {
             .filter(|(_, k)| k == id)
             .map(|(p, _)| p.clone())
             .collect())
-    }
-    async fn is_attached(&self, plan: &str, key: &str) -> Result<bool, AwsError> {
-        Ok(self.is_on(plan, key))
     }
     async fn attach(&self, plan: &str, key: &str) -> Result<(), AwsError> {
         lock(&self.attached).insert((plan.to_owned(), key.to_owned()));

@@ -938,7 +938,7 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
                 ("DescribeSecret", 1),
                 ("GetApiKey", 1),
                 ("GetSecretValue", 1),
-                ("GetUsagePlanKey", 1),
+                ("GetUsagePlans", 1),
             ],
         ),
         (
@@ -947,7 +947,7 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
                 ("DescribeSecret", 1),
                 ("GetApiKey", 1),
                 ("GetSecretValue", 1),
-                ("GetUsagePlanKey", 1),
+                ("GetUsagePlans", 1),
             ],
         ),
         (

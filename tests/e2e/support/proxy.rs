@@ -46,6 +46,55 @@ struct State {
     phase: Option<String>,
     calls: BTreeMap<String, u32>,
     injected: BTreeMap<String, u32>,
+    limits: Option<Limits>,
+    throttled: u32,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    #[allow(dead_code)] // used by benches/bench.rs
+    fn new(rate: f64, burst: f64) -> Self {
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: std::time::Instant::now(),
+        }
+    }
+    fn refill(&mut self) {
+        let now = std::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+    }
+}
+
+/// API Gateway's account limits: CreateApiKey and DeleteApiKey 5 a second each, and every
+/// control-plane call together 10 a second with a burst of 40. Beyond them: 429.
+#[derive(Debug, Clone)]
+struct Limits {
+    create: Bucket,
+    delete: Bucket,
+    all: Bucket,
+}
+
+fn is_api_gateway(op: &str) -> bool {
+    !matches!(
+        op,
+        "DescribeSecret"
+            | "GetSecretValue"
+            | "PutSecretValue"
+            | "UpdateSecretVersionStage"
+            | "RotateSecret"
+    )
 }
 
 /// Every API key value that crossed any proxy, for the log scan.
@@ -163,6 +212,22 @@ impl Proxy {
         });
     }
 
+    /// Enforces API Gateway's account rate limits from now on.
+    #[allow(dead_code)] // used by benches/bench.rs
+    pub fn enforce_api_gateway_limits(&self) {
+        lock(&self.state).limits = Some(Limits {
+            create: Bucket::new(5.0, 5.0),
+            delete: Bucket::new(5.0, 5.0),
+            all: Bucket::new(10.0, 40.0),
+        });
+    }
+
+    /// How many calls the rate limits refused.
+    #[allow(dead_code)] // used by benches/bench.rs
+    pub fn throttled(&self) -> u32 {
+        lock(&self.state).throttled
+    }
+
     /// Names what runs now (e.g. "createSecret"), for rules scoped to a phase.
     pub fn set_phase(&self, phase: Option<&str>) {
         lock(&self.state).phase = phase.map(str::to_owned);
@@ -258,6 +323,39 @@ async fn handle(
             });
         if fault.is_some() {
             *s.injected.entry(op.clone()).or_default() += 1;
+        }
+        let limited = match s.limits.as_mut() {
+            Some(l) if is_api_gateway(&op) => {
+                let own = match op.as_str() {
+                    "CreateApiKey" => Some(&mut l.create),
+                    "DeleteApiKey" => Some(&mut l.delete),
+                    _ => None,
+                };
+                let own_ok = match own {
+                    Some(b) => {
+                        b.refill();
+                        b.tokens >= 1.0
+                    }
+                    None => true,
+                };
+                l.all.refill();
+                if own_ok && l.all.tokens >= 1.0 {
+                    l.all.tokens -= 1.0;
+                    match op.as_str() {
+                        "CreateApiKey" => l.create.tokens -= 1.0,
+                        "DeleteApiKey" => l.delete.tokens -= 1.0,
+                        _ => {}
+                    }
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        };
+        if limited {
+            s.throttled += 1;
+            return Ok(throttle_response());
         }
         fault
     };

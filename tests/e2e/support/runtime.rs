@@ -32,10 +32,16 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, Value>>>>
 struct Api {
     queue: tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>,
     pending: Pending,
+    /// When the function first asked for an invocation: the end of its cold init.
+    first_next: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 pub struct Function {
     child: Child,
+    #[allow(dead_code)] // read by benches/bench.rs
+    spawned: std::time::Instant,
+    #[allow(dead_code)] // read by benches/bench.rs
+    first_next: Arc<Mutex<Option<std::time::Instant>>>,
     sender: mpsc::Sender<(String, Value)>,
     pending: Pending,
     counter: AtomicU64,
@@ -63,6 +69,10 @@ async fn serve(
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["2018-06-01", "runtime", "invocation", "next"]) => {
+            api.first_next
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(std::time::Instant::now);
             let next = api.queue.lock().await.recv().await;
             let Some((id, event)) = next else {
                 return Ok(reply(StatusCode::GONE, Bytes::new()));
@@ -118,9 +128,11 @@ impl Function {
         let addr = listener.local_addr()?;
         let (sender, rx) = mpsc::channel(16);
         let pending: Pending = Arc::default();
+        let first_next: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
         let api = Arc::new(Api {
             queue: tokio::sync::Mutex::new(rx),
             pending: pending.clone(),
+            first_next: first_next.clone(),
         });
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -159,8 +171,11 @@ impl Function {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let spawned = std::time::Instant::now();
         Ok(Function {
             child: cmd.spawn()?,
+            spawned,
+            first_next,
             sender,
             pending,
             counter: AtomicU64::new(0),
@@ -182,6 +197,29 @@ impl Function {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// From spawn to the first `GET /runtime/invocation/next`, once it has happened.
+    #[allow(dead_code)] // used by benches/bench.rs
+    pub async fn cold_init(&self) -> Option<Duration> {
+        for _ in 0..500 {
+            if let Some(t) = *self.first_next.lock().unwrap_or_else(|p| p.into_inner()) {
+                return Some(t.duration_since(self.spawned));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    #[allow(dead_code)] // used by benches/bench.rs
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
     }
 }
 

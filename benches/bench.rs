@@ -1,0 +1,297 @@
+//! `make bench`: the release binary under a Lambda Runtime API stand-in (the protocol Lambda
+//! uses), against the embedded local AWS.
+//!
+//! - cold init (spawn to the first `GET /runtime/invocation/next`), at least 5 fresh processes;
+//! - peak RSS (VmHWM) over a full rotation;
+//! - each step's wall time, warm;
+//! - AWS calls per step and per rotation, counted at a proxy, by operation;
+//! - the release zip's size (from `make build`);
+//! - with `--fleet N`: N secrets rotated at once, one function process each, through a proxy
+//!   that enforces API Gateway's account rate limits; re-runs, leaks, and time against the floor
+//!   those limits impose.
+//!
+//! Figures are printed, not asserted, except that the fleet must leak no key.
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api_key_rotator::config::FunctionConfig;
+use support::localstack::LocalAws;
+use support::proxy::Proxy;
+use support::runtime::Function;
+use support::world::{str_field, World, STEPS};
+use support::R;
+
+/// API Gateway calls a rotation with one plan needs at the least (the floor's unit).
+const NEEDED_API_GATEWAY_CALLS: f64 = 11.0;
+/// API Gateway's account-wide control-plane rate, requests a second.
+const CONTROL_PLANE_RATE: f64 = 10.0;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let fleet = args
+        .iter()
+        .position(|a| a == "--fleet")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(fleet)) {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(fleet: Option<usize>) -> R<()> {
+    let local = LocalAws::start("bench")?;
+    let world = Arc::new(World::new(&local.endpoint).await?);
+    println!("machine: {} cores, {}", num_cpus(), std::env::consts::ARCH);
+    single(&world).await?;
+    if let Some(n) = fleet {
+        fleet_mode(&world, n).await?;
+    }
+    drop(local);
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn env_for(proxy: &Proxy) -> Vec<(&'static str, String)> {
+    vec![("AWS_ENDPOINT_URL", proxy.endpoint.clone())]
+}
+
+async fn single(w: &Arc<World>) -> R<()> {
+    // Cold init of fresh processes.
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let mut inits = Vec::new();
+    for _ in 0..7 {
+        let f = Function::start("bench-cold", &env_for(&proxy)).await?;
+        let d = f
+            .cold_init()
+            .await
+            .ok_or("the function never asked for an invocation")?;
+        inits.push(d);
+    }
+    inits.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("\n| figure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| cold init (spawn to first next), {} processes | median {:.1} ms (min {:.1}, max {:.1}) | <= 10 ms |",
+        inits.len(),
+        ms(inits[inits.len() / 2]),
+        ms(inits[0]),
+        ms(inits[inits.len() - 1])
+    );
+
+    // One rotation (the second of its secret, so the old key is retired) on a warm process.
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let key_name = w.unique("bench");
+    let secret = w
+        .create_secret(Some("{}"), &[("KeyName", &key_name), ("UsagePlan", &plan)])
+        .await?;
+    let clean = w.rotator(&w.endpoint, FunctionConfig::default()).await?;
+    w.rotate(&clean, &secret, 1).await?;
+    let f = Function::start("bench-warm", &env_for(&proxy)).await?;
+    let _ = f.invoke(&serde_json::json!({"Step": "warm-up"})).await?;
+    let token = w.open_rotation(&secret).await?;
+    let mut per_step = Vec::new();
+    let mut total = 0;
+    for step in STEPS {
+        proxy.reset_counts();
+        let t = Instant::now();
+        let answer = f.invoke(&World::event(step, &secret, &token)).await?;
+        let took = t.elapsed();
+        if let Err(e) = answer {
+            return Err(format!("{step} failed: {e}").into());
+        }
+        let calls = proxy.all_calls();
+        total += calls.values().sum::<u32>();
+        per_step.push((step, took, calls));
+    }
+    let rss = f.peak_rss_kib().unwrap_or(0);
+    println!(
+        "| peak RSS over a rotation (VmHWM) | {:.1} MB | <= 12 MB |",
+        rss as f64 / 1024.0
+    );
+    for (step, took, _) in &per_step {
+        println!("| {step} wall time, warm | {:.1} ms | |", ms(*took));
+    }
+    println!("| AWS calls, one rotation, one plan | {total} | <= 22 |");
+    match zip_size() {
+        Some((bytes, arch)) => println!(
+            "| release zip ({arch}) | {:.2} MB ({bytes} bytes) | <= 4 MB |",
+            bytes as f64 / 1_048_576.0
+        ),
+        None => println!("| release zip | not built: run `make build` first | <= 4 MB |"),
+    }
+    println!("\nAWS calls by step and operation:");
+    for (step, _, calls) in &per_step {
+        let list: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        println!(
+            "  {step:<13} {:>2}: {}",
+            calls.values().sum::<u32>(),
+            list.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn zip_size() -> Option<(u64, String)> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lambda/api-key-rotator");
+    let bytes = std::fs::metadata(dir.join("bootstrap.zip")).ok()?.len();
+    let arch = std::fs::read_to_string(dir.join("ARCH"))
+        .map(|a| a.trim().to_owned())
+        .unwrap_or_else(|_| "architecture unknown".to_owned());
+    Some((bytes, arch))
+}
+
+async fn fleet_mode(w: &Arc<World>, n: usize) -> R<()> {
+    println!("\nfleet: {n} secrets rotated at once, one function process each, API Gateway limits enforced");
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let clean = Arc::new(w.rotator(&w.endpoint, FunctionConfig::default()).await?);
+    // Set-up (not timed, not limited): N secrets that each hold a key from a first rotation.
+    let setup_started = Instant::now();
+    let mut secrets = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let mut tasks = Vec::new();
+        for _ in chunk {
+            let (w, clean, plan) = (w.clone(), clean.clone(), plan.clone());
+            tasks.push(tokio::spawn(async move {
+                let key_name = w.unique("fleet");
+                let secret = w
+                    .create_secret(Some("{}"), &[("KeyName", &key_name), ("UsagePlan", &plan)])
+                    .await?;
+                w.rotate(&clean, &secret, 2).await?;
+                let old = str_field(&w.value(&secret, "AWSCURRENT").await?, "api_key_id")
+                    .unwrap_or_default();
+                R::Ok((key_name, secret, old))
+            }));
+        }
+        for t in tasks {
+            secrets.push(t.await??);
+        }
+    }
+    eprintln!(
+        "  set-up of {n} secrets: {:.1}s",
+        setup_started.elapsed().as_secs_f64()
+    );
+    let mut functions = Vec::new();
+    for _ in 0..n {
+        functions.push(Arc::new(
+            Function::start("bench-fleet", &env_for(&proxy)).await?,
+        ));
+    }
+    for f in &functions {
+        f.cold_init()
+            .await
+            .ok_or("a fleet function did not start")?;
+    }
+    proxy.reset_counts();
+    proxy.enforce_api_gateway_limits();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for ((key_name, secret, old), f) in secrets.into_iter().zip(functions.iter().cloned()) {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let token = w.open_rotation(&secret).await?;
+            let mut reruns = 0u32;
+            let mut done = false;
+            for _ in 0..8 {
+                let mut ok = true;
+                for step in STEPS {
+                    if f.invoke(&World::event(step, &secret, &token))
+                        .await?
+                        .is_err()
+                    {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    done = true;
+                    break;
+                }
+                reruns += 1;
+            }
+            R::Ok((key_name, secret, old, done, reruns))
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = proxy.all_calls();
+    let throttled = proxy.throttled();
+    let mut completed = 0;
+    let mut reruns = 0;
+    let mut leaked = 0;
+    for (key_name, secret, old, done, r) in &results {
+        reruns += r;
+        if *done {
+            completed += 1;
+        }
+        let current =
+            str_field(&w.value(secret, "AWSCURRENT").await?, "api_key_id").unwrap_or_default();
+        let keys = w.keys_with_prefix(&format!("{key_name}-")).await?;
+        leaked += keys
+            .iter()
+            .filter(|k| k.id().is_some_and(|id| id != current))
+            .count();
+        if w.key(old).await?.is_some() {
+            leaked += 1;
+        }
+    }
+    let api_gateway_calls: u32 = calls
+        .iter()
+        .filter(|(op, _)| {
+            !matches!(
+                op.as_str(),
+                "DescribeSecret" | "GetSecretValue" | "PutSecretValue" | "UpdateSecretVersionStage"
+            )
+        })
+        .map(|(_, n)| *n)
+        .sum();
+    let floor = n as f64 * NEEDED_API_GATEWAY_CALLS / CONTROL_PLANE_RATE;
+    let by_op: BTreeMap<_, _> = calls.iter().collect();
+    println!("| fleet figure | value |");
+    println!("|---|---|");
+    println!("| rotations completed | {completed} of {n} |");
+    println!("| Secrets Manager re-runs needed | {reruns} |");
+    println!("| keys leaked | {leaked} |");
+    println!(
+        "| API Gateway calls answered / refused with 429 | {} / {throttled} |",
+        api_gateway_calls.saturating_sub(throttled)
+    );
+    println!(
+        "| total time | {elapsed:.1} s against a floor of {floor:.1} s ({n} x {NEEDED_API_GATEWAY_CALLS} calls at {CONTROL_PLANE_RATE}/s): {:.2}x |",
+        elapsed / floor
+    );
+    println!("  calls by operation (answered, refused ones included): {by_op:?}");
+    if leaked > 0 || completed < n {
+        return Err(format!("fleet: {leaked} keys leaked, {completed} of {n} completed").into());
+    }
+    Ok(())
+}
