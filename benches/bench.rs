@@ -50,7 +50,13 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(run(fleet)) {
-        eprintln!("bench failed: {e}");
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        eprintln!("bench failed: {text}");
         std::process::exit(1);
     }
 }
@@ -208,17 +214,26 @@ async fn fleet_mode(w: &Arc<World>, n: usize) -> R<()> {
             .await
             .ok_or("a fleet function did not start")?;
     }
+    // RotateSecret is Secrets Manager's own call, not the function's: open every rotation first.
+    let mut opened = Vec::new();
+    for (key_name, secret, old) in secrets {
+        let token = w.open_rotation(&secret).await?;
+        opened.push((key_name, secret, old, token));
+    }
     proxy.reset_counts();
     proxy.enforce_api_gateway_limits();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for ((key_name, secret, old), f) in secrets.into_iter().zip(functions.iter().cloned()) {
-        let w = w.clone();
+    for ((key_name, secret, old, token), f) in opened.into_iter().zip(functions.iter().cloned()) {
         tasks.push(tokio::spawn(async move {
-            let token = w.open_rotation(&secret).await?;
             let mut reruns = 0u32;
             let mut done = false;
-            for _ in 0..8 {
+            // Secrets Manager re-runs a failed rotation after a pause; played here with a
+            // growing pause, up to 20 tries.
+            for attempt in 0..20u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt.min(6)) * 5)).await;
+                }
                 let mut ok = true;
                 for step in STEPS {
                     if f.invoke(&World::event(step, &secret, &token))

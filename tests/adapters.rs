@@ -30,6 +30,7 @@ fn meta(code: &str) -> aws_smithy_types::error::ErrorMetadata {
 
 fn fast_retries(c: aws_sdk_apigateway::config::Builder) -> aws_sdk_apigateway::config::Builder {
     let s = SdkSettings {
+        adaptive: false,
         max_attempts: 3,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(2),

@@ -24,6 +24,9 @@ pub use secrets::AwsSecretStore;
 /// every call: no call outlives `operation_timeout`, whatever its retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SdkSettings {
+    /// Adaptive mode adds a client-side rate limiter that slows down after throttling, so a
+    /// fleet of functions shares API Gateway's account limits with fewer refused calls.
+    pub adaptive: bool,
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -35,18 +38,20 @@ pub struct SdkSettings {
 impl Default for SdkSettings {
     fn default() -> Self {
         SdkSettings {
-            max_attempts: 6,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(8),
+            adaptive: true,
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(1000),
+            max_backoff: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(10),
-            operation_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(60),
         }
     }
 }
 
 impl SdkSettings {
-    /// Overrides, all optional: `ROTATOR_MAX_ATTEMPTS`, and in milliseconds
+    /// Overrides, all optional: `ROTATOR_RETRY_MODE` (`adaptive` or `standard`),
+    /// `ROTATOR_MAX_ATTEMPTS`, and in milliseconds
     /// `ROTATOR_INITIAL_BACKOFF_MS`, `ROTATOR_MAX_BACKOFF_MS`, `ROTATOR_CONNECT_TIMEOUT_MS`,
     /// `ROTATOR_ATTEMPT_TIMEOUT_MS`, `ROTATOR_OPERATION_TIMEOUT_MS`.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> StepResult<SdkSettings> {
@@ -62,7 +67,18 @@ impl SdkSettings {
                 })?,
             _ => d.max_attempts,
         };
+        let adaptive = match lookup("ROTATOR_RETRY_MODE").as_deref().map(str::trim) {
+            None | Some("") => d.adaptive,
+            Some("adaptive") => true,
+            Some("standard") => false,
+            Some(_) => {
+                return Err(Failure::config(
+                    "ROTATOR_RETRY_MODE must be adaptive or standard",
+                ))
+            }
+        };
         Ok(SdkSettings {
+            adaptive,
             max_attempts,
             initial_backoff: env_millis(lookup, "ROTATOR_INITIAL_BACKOFF_MS", d.initial_backoff)?,
             max_backoff: env_millis(lookup, "ROTATOR_MAX_BACKOFF_MS", d.max_backoff)?,
@@ -77,8 +93,12 @@ impl SdkSettings {
     }
 
     pub fn retry_config(&self) -> RetryConfig {
-        RetryConfig::standard()
-            .with_max_attempts(self.max_attempts)
+        let base = if self.adaptive {
+            RetryConfig::adaptive()
+        } else {
+            RetryConfig::standard()
+        };
+        base.with_max_attempts(self.max_attempts)
             .with_initial_backoff(self.initial_backoff)
             .with_max_backoff(self.max_backoff)
     }

@@ -43,6 +43,7 @@ pub async fn sdk_config(endpoint: &str, settings: &SdkSettings) -> SdkConfig {
 /// Millisecond backoffs, so that faults play out fast.
 pub fn fast_sdk() -> SdkSettings {
     SdkSettings {
+        adaptive: false,
         max_attempts: 3,
         initial_backoff: Duration::from_millis(2),
         max_backoff: Duration::from_millis(10),
