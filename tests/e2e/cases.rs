@@ -813,33 +813,8 @@ async fn test_url_probe_through_the_gateway(w: Arc<World>) -> R<()> {
             .await?;
         r.handle(&World::event("setSecret", &secret, &token))
             .await?;
-        let pending =
-            w.sm.get_secret_value()
-                .secret_id(&secret)
-                .version_id(&token)
-                .send()
-                .await?;
-        let pv: serde_json::Value = serde_json::from_str(pending.secret_string().unwrap_or("{}"))?;
-        let id = pv["api_key_id"].as_str().unwrap_or_default().to_owned();
-        if breakage == "detach" {
-            w.ag.delete_usage_plan_key()
-                .usage_plan_id(&plan)
-                .key_id(&id)
-                .send()
-                .await?;
-        } else {
-            w.ag.update_api_key()
-                .api_key(&id)
-                .patch_operations(
-                    aws_sdk_apigateway::types::PatchOperation::builder()
-                        .op(aws_sdk_apigateway::types::Op::Replace)
-                        .path("/enabled")
-                        .value("false")
-                        .build(),
-                )
-                .send()
-                .await?;
-        }
+        w.break_pending_key(&secret, &token, &plan, breakage == "disable")
+            .await?;
         let e = r
             .handle(&World::event("testSecret", &secret, &token))
             .await

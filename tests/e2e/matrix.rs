@@ -271,7 +271,8 @@ async fn cell(
                 && attempt == 0
                 && (sc.disable_before_set || sc.detach_before_set)
             {
-                break_pending_key(w, &secret, &token, plan, sc.disable_before_set).await?;
+                w.break_pending_key(&secret, &token, plan, sc.disable_before_set)
+                    .await?;
             }
             proxy.set_phase(Some(name));
             let result = r.handle(&World::event(name, &secret, &token)).await;
@@ -322,42 +323,4 @@ async fn cell(
         .filter_map(|k| k.id().map(str::to_owned))
         .collect();
     Ok(made.difference(&expected).count())
-}
-
-/// Disables or detaches the pending key behind the function's back, so setSecret must repair it.
-async fn break_pending_key(
-    w: &World,
-    secret: &str,
-    token: &str,
-    plan: &str,
-    disable: bool,
-) -> R<()> {
-    let pending =
-        w.sm.get_secret_value()
-            .secret_id(secret)
-            .version_id(token)
-            .send()
-            .await?;
-    let v: serde_json::Value = serde_json::from_str(pending.secret_string().unwrap_or("{}"))?;
-    let id = v["api_key_id"].as_str().unwrap_or_default().to_owned();
-    if disable {
-        w.ag.update_api_key()
-            .api_key(&id)
-            .patch_operations(
-                aws_sdk_apigateway::types::PatchOperation::builder()
-                    .op(aws_sdk_apigateway::types::Op::Replace)
-                    .path("/enabled")
-                    .value("false")
-                    .build(),
-            )
-            .send()
-            .await?;
-    } else {
-        w.ag.delete_usage_plan_key()
-            .usage_plan_id(plan)
-            .key_id(&id)
-            .send()
-            .await?;
-    }
-    Ok(())
 }

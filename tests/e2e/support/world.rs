@@ -514,6 +514,48 @@ impl World {
         })
     }
 
+    /// Disables or detaches the pending key behind the function's back, so that setSecret must
+    /// repair it (or testSecret must refuse it).
+    pub async fn break_pending_key(
+        &self,
+        secret: &str,
+        token: &str,
+        plan: &str,
+        disable: bool,
+    ) -> R<()> {
+        let pending = self
+            .sm
+            .get_secret_value()
+            .secret_id(secret)
+            .version_id(token)
+            .send()
+            .await?;
+        let v: Value = serde_json::from_str(pending.secret_string().unwrap_or("{}"))?;
+        let id = v["api_key_id"].as_str().unwrap_or_default().to_owned();
+        if disable {
+            self.ag
+                .update_api_key()
+                .api_key(&id)
+                .patch_operations(
+                    aws_sdk_apigateway::types::PatchOperation::builder()
+                        .op(aws_sdk_apigateway::types::Op::Replace)
+                        .path("/enabled")
+                        .value("false")
+                        .build(),
+                )
+                .send()
+                .await?;
+        } else {
+            self.ag
+                .delete_usage_plan_key()
+                .usage_plan_id(plan)
+                .key_id(&id)
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The data plane: GET / on `api`'s prod stage with this key, path-style.
     pub fn stage_url(&self, api: &str) -> String {
         format!("{}/_aws/execute-api/{api}/prod/", self.endpoint)
