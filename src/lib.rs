@@ -30,7 +30,7 @@ pub async fn rotator_from_env() -> Result<AwsRotator, Box<dyn std::error::Error 
     Ok(Rotator::new(
         aws::AwsSecretStore::new(&sdk),
         aws::AwsKeyGateway::new(&sdk),
-        probe::HttpProber::new(probe_config)?,
+        probe::HttpProber::new(probe_config),
         config,
     ))
 }

@@ -1,6 +1,8 @@
 //! The testSecret probe over HTTP: a GET with `x-api-key`, no redirects, retried until a 2xx
 //! answer or the budget runs out, because a new key takes seconds to reach the data plane.
 
+use std::sync::OnceLock;
+
 use async_trait::async_trait;
 use reqwest::{redirect, Client, Url};
 use tokio::time::{sleep, Instant};
@@ -10,33 +12,46 @@ use crate::error::{Failure, StepResult};
 use crate::ports::Prober;
 use crate::secret::KeyValue;
 
-#[derive(Debug, Clone)]
+/// The HTTP client is built on the first probe, not at start: most secrets have no TestUrl,
+/// and building it loads the system's root certificates, which cold start need not pay for.
+#[derive(Debug)]
 pub struct HttpProber {
-    client: Client,
+    client: OnceLock<Client>,
     config: ProbeConfig,
 }
 
 impl HttpProber {
-    pub fn new(config: ProbeConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: ProbeConfig) -> Self {
+        HttpProber {
+            client: OnceLock::new(),
+            config,
+        }
+    }
+
+    fn client(&self) -> StepResult<&Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let client = Client::builder()
             .redirect(redirect::Policy::none())
-            .timeout(config.attempt_timeout)
+            .timeout(self.config.attempt_timeout)
             .user_agent(concat!("api-key-rotator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(HttpProber { client, config })
+            .build()
+            .map_err(|e| Failure::test(format!("cannot build the probe's HTTP client ({e})")))?;
+        Ok(self.client.get_or_init(|| client))
     }
 }
 
 #[async_trait]
 impl Prober for HttpProber {
     async fn probe(&self, url: &Url, key: &KeyValue) -> StepResult<()> {
+        let client = self.client()?;
         let started = Instant::now();
         let deadline = started + self.config.budget;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let outcome = self
-                .client
+            let outcome = client
                 .get(url.clone())
                 .header("x-api-key", key.expose())
                 .send()

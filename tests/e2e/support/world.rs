@@ -147,7 +147,7 @@ impl World {
         Ok(Rotator::new(
             AwsSecretStore::new(&sdk_cfg),
             AwsKeyGateway::new(&sdk_cfg),
-            HttpProber::new(config.probe)?,
+            HttpProber::new(config.probe),
             Ok(config),
         ))
     }
