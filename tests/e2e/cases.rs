@@ -808,11 +808,7 @@ async fn test_url_probe_through_the_gateway(w: Arc<World>) -> R<()> {
     // A detached key, then a disabled key: testSecret fails and nothing is promoted.
     for breakage in ["detach", "disable"] {
         let current_before = w.value(&secret, "AWSCURRENT").await?;
-        let token = w.open_rotation(&secret).await?;
-        r.handle(&World::event("createSecret", &secret, &token))
-            .await?;
-        r.handle(&World::event("setSecret", &secret, &token))
-            .await?;
+        let token = w.open_until_test(&r, &secret).await?;
         w.break_pending_key(&secret, &token, &plan, breakage == "disable")
             .await?;
         let e = r
@@ -847,11 +843,7 @@ async fn test_url_probe_through_the_gateway(w: Arc<World>) -> R<()> {
             ],
         )
         .await?;
-    let token = w.open_rotation(&secret).await?;
-    r.handle(&World::event("createSecret", &secret, &token))
-        .await?;
-    r.handle(&World::event("setSecret", &secret, &token))
-        .await?;
+    let token = w.open_until_test(&r, &secret).await?;
     let e = r
         .handle(&World::event("testSecret", &secret, &token))
         .await
@@ -1179,11 +1171,7 @@ async fn a_failed_probe_promotes_nothing_and_the_next_rotation_retires_its_key(
         key_name,
     };
     let r = rotator(&w).await?;
-    let token = w.open_rotation(&secret).await?;
-    r.handle(&World::event("createSecret", &secret, &token))
-        .await?;
-    r.handle(&World::event("setSecret", &secret, &token))
-        .await?;
+    let token = w.open_until_test(&r, &secret).await?;
     let e = r
         .handle(&World::event("testSecret", &secret, &token))
         .await

@@ -299,6 +299,15 @@ impl World {
         json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})
     }
 
+    /// Opens a rotation and runs createSecret and setSecret, leaving testSecret to the caller.
+    pub async fn open_until_test(&self, rotator: &AwsRotator, secret: &str) -> R<String> {
+        let token = self.open_rotation(secret).await?;
+        for step in ["createSecret", "setSecret"] {
+            rotator.handle(&Self::event(step, secret, &token)).await?;
+        }
+        Ok(token)
+    }
+
     /// Invokes the four steps in order, stopping at the first error.
     pub async fn run_steps(rotator: &AwsRotator, secret: &str, token: &str) -> Result<(), Error> {
         for step in STEPS {
