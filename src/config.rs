@@ -386,7 +386,12 @@ impl RotationSettings {
 
     /// The name of the key a token makes, so that a retry finds it.
     pub fn key_name_for(&self, token: &str) -> String {
-        format!("{}-{}", self.key_name, token)
+        format!("{}{}", self.key_prefix(), token)
+    }
+
+    /// The prefix every key made for this secret shares: `<KeyName>-`.
+    pub fn key_prefix(&self) -> String {
+        format!("{}-", self.key_name)
     }
 }
 

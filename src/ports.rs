@@ -134,8 +134,6 @@ pub trait KeyGateway: Send + Sync {
     async fn get_usage_plan(&self, plan_id: &str) -> Result<Option<UsagePlan>, AwsError>;
     /// With its value. `None` when it does not exist.
     async fn get_key(&self, key_id: &str) -> Result<Option<ApiKey>, AwsError>;
-    /// Keys whose name is exactly `name`, with values.
-    async fn find_keys_named(&self, name: &str) -> Result<Vec<ApiKey>, AwsError>;
     /// Keys whose name starts with `prefix`, without values (GetApiKeys' nameQuery matches
     /// prefixes; the adapter makes it exact).
     async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError>;

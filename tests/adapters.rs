@@ -150,38 +150,36 @@ async fn failures_past_retries_keep_operation_and_code() {
 }
 
 #[tokio::test]
-async fn keys_by_name_are_paged_and_filtered_to_the_exact_name() {
-    let key = |id: &str, name: &str| {
-        ApiKey::builder()
-            .id(id)
-            .name(name)
-            .value("v".repeat(30))
-            .enabled(true)
-            .build()
-    };
+async fn keys_by_prefix_are_paged_filtered_and_listed_without_values() {
+    let key = |id: &str, name: &str| ApiKey::builder().id(id).name(name).enabled(true).build();
     let page1 = mock!(aws_sdk_apigateway::Client::get_api_keys)
-        .match_requests(|r| r.position().is_none() && r.name_query() == Some("partner-tok"))
+        .match_requests(|r| {
+            r.position().is_none()
+                && r.name_query() == Some("partner-")
+                && r.include_values() == Some(false)
+        })
         .then_output(move || {
             GetApiKeysOutput::builder()
                 .items(key("k1", "partner-tok"))
-                .items(key("k2", "partner-tok-longer"))
+                .items(key("k2", "partnerx-tok"))
                 .position("next")
                 .build()
         });
     let page2 = mock!(aws_sdk_apigateway::Client::get_api_keys)
-        .match_requests(|r| r.position() == Some("next"))
+        .match_requests(|r| r.position() == Some("next") && r.include_values() == Some(false))
         .then_output(move || {
             GetApiKeysOutput::builder()
-                .items(key("k3", "partner-tok"))
+                .items(key("k3", "partner-tok2"))
                 .build()
         });
     let client = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&page1, &page2]);
     let found = gateway(client)
-        .find_keys_named("partner-tok")
+        .find_keys_with_prefix("partner-")
         .await
         .unwrap_or_default();
     let ids: Vec<_> = found.iter().map(|k| k.id.as_str()).collect();
     assert_eq!(ids, ["k1", "k3"]);
+    assert!(found.iter().all(|k| k.value.is_none()));
 }
 
 #[tokio::test]

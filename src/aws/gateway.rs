@@ -151,13 +151,6 @@ impl KeyGateway for AwsKeyGateway {
         }
     }
 
-    async fn find_keys_named(&self, name: &str) -> Result<Vec<ApiKey>, AwsError> {
-        // nameQuery matches more than the exact name (prefixes too), so filter here.
-        let mut keys = self.get_api_keys(Some(name), true).await?;
-        keys.retain(|k| k.name == name);
-        Ok(keys)
-    }
-
     async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError> {
         let mut keys = self.get_api_keys(Some(prefix), false).await?;
         keys.retain(|k| k.name.starts_with(prefix));

@@ -40,7 +40,13 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         let settings = RotationSettings::from_tags(&ctx.meta.tags, ctx.config)?;
         let plans = self.load_plans(&settings).await?;
         self.check_test_url(&settings, Some(&plans)).await?;
-        let current_key = self.current_key(ctx, &current).await?;
+        // One listing finds both the keys this function made for the secret (the current one,
+        // and any the token already made) by their name prefix.
+        let listed = self
+            .keys
+            .find_keys_with_prefix(&settings.key_prefix())
+            .await?;
+        let current_key = self.current_key(ctx, &current, &listed).await?;
         for tag in &settings.skipped_tags {
             tracing::warn!(tag_key = %tag, "tag not copied: API Gateway cannot take its key or value");
         }
@@ -54,7 +60,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             }
         }
         let key = self
-            .key_for_token(ctx, &settings, current_key.as_ref())
+            .key_for_token(ctx, &settings, current_key.as_ref(), listed)
             .await?;
         for plan in &settings.usage_plan_ids {
             self.keys.attach(plan, &key.id).await?;
@@ -86,16 +92,22 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     }
 
     /// The key the AWSCURRENT value names, checked: it must exist when adopted, and must not
-    /// belong to another secret.
+    /// belong to another secret. A key this function made is in `listed`; an adopted key (or one
+    /// made under another `KeyName`) is looked up.
     async fn current_key(
         &self,
         ctx: &StepCtx<'_>,
         current: &CurrentValue,
+        listed: &[ApiKey],
     ) -> StepResult<Option<ApiKey>> {
         let Some(id) = &current.key_id else {
             return Ok(None);
         };
-        let Some(key) = self.keys.get_key(id).await? else {
+        let found = match listed.iter().find(|k| k.id == *id) {
+            Some(k) => Some(k.clone()),
+            None => self.keys.get_key(id).await?,
+        };
+        let Some(key) = found else {
             if current.adopting {
                 return Err(Failure::config(format!(
                     "the AWSCURRENT value names key {id}, which does not exist"
@@ -112,22 +124,24 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         }
     }
 
-    /// Finds the key this token already made, or makes it. If a lost answer made CreateApiKey
-    /// run twice, the earliest key is kept and the others are removed, so exactly one remains.
+    /// Finds the key this token already made, or makes it. When an earlier try made more than
+    /// one (a CreateApiKey whose answer was lost and that the SDK sent again), the earliest is
+    /// kept and the others are removed, so every try settles on the same key. A duplicate made
+    /// by this try's own create is not looked for here: it is attached nowhere and stored
+    /// nowhere, and finishSecret's sweep deletes it with any other key no version needs.
     async fn key_for_token(
         &self,
         ctx: &StepCtx<'_>,
         settings: &RotationSettings,
         current_key: Option<&ApiKey>,
+        listed: Vec<ApiKey>,
     ) -> StepResult<ApiKey> {
         let name = settings.key_name_for(&ctx.ev.token);
         let arn = &ctx.meta.arn;
-        let tied = |keys: Vec<ApiKey>| -> Vec<ApiKey> {
-            keys.into_iter()
-                .filter(|k| k.tags.get(TIE_TAG) == Some(arn))
-                .collect()
-        };
-        let mut found = tied(self.keys.find_keys_named(&name).await?);
+        let mut found: Vec<ApiKey> = listed
+            .into_iter()
+            .filter(|k| k.name == name && k.tags.get(TIE_TAG) == Some(arn))
+            .collect();
         if found.is_empty() {
             let mut tags = settings.key_tags.clone();
             tags.insert(TIE_TAG.to_owned(), arn.clone());
@@ -144,11 +158,10 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             };
             let created = self.keys.create_key(&new).await?;
             tracing::info!(key_id = %created.id, key_name = %name, "created key");
-            found = tied(self.keys.find_keys_named(&name).await?);
-            if found.is_empty() {
-                // A listing that lags behind the create: use what CreateApiKey returned.
-                found.push(created);
+            if created.value.is_some() {
+                return Ok(created);
             }
+            found.push(created);
         }
         found.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         let mut found = found.into_iter();

@@ -17,6 +17,7 @@ use crate::secret::KeyValue;
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:partner-a";
 const T1: &str = "11111111-1111-1111-1111-111111111111";
 const T2: &str = "22222222-2222-2222-2222-222222222222";
+const T3: &str = "33333333-3333-3333-3333-333333333333";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -162,13 +163,6 @@ impl KeyGateway for FakeKeys {
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, AwsError> {
         Ok(self.key(id))
     }
-    async fn find_keys_named(&self, name: &str) -> Result<Vec<ApiKey>, AwsError> {
-        Ok(lock(&self.keys)
-            .values()
-            .filter(|k| k.name == name)
-            .cloned()
-            .collect())
-    }
     async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError> {
         Ok(lock(&self.keys)
             .values()
@@ -282,11 +276,14 @@ fn given(tags: &[(&str, &str)], current: Option<Value>) -> Fake {
     )
 }
 
-/// What RotateSecret does: a valueless AWSPENDING version for the token.
+/// What RotateSecret does: a valueless AWSPENDING version for the token (the label leaves
+/// whichever version had it).
 fn open(r: &Fake, token: &str) {
-    lock(&r.secrets.meta)
-        .versions
-        .insert(token.into(), vec![AWSPENDING.into()]);
+    let mut meta = lock(&r.secrets.meta);
+    for stages in meta.versions.values_mut() {
+        stages.retain(|s| s != AWSPENDING);
+    }
+    meta.versions.insert(token.into(), vec![AWSPENDING.into()]);
 }
 
 async fn step(r: &Fake, step: &str, token: &str) -> Result<(), crate::Error> {
@@ -312,16 +309,46 @@ fn current_key(r: &Fake) -> Option<String> {
 }
 
 #[tokio::test]
-async fn create_keeps_exactly_one_key_when_a_lost_answer_made_two() {
+async fn a_duplicate_from_a_lost_create_answer_is_stored_nowhere_and_swept_by_finish() {
     let r = given(&[], Some(json!({})));
     *lock(&r.keys.duplicate_next_create) = true;
     open(&r, T1);
     assert_eq!(step(&r, "createSecret", T1).await, Ok(()));
-    let ids = r.keys.ids();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    let kept = ids.into_iter().next().unwrap_or_default();
-    assert_eq!(kept, "key001", "the earliest key is kept");
-    assert!(r.keys.is_on("p1", &kept));
+    // CreateApiKey ran twice; the key it answered with is the one attached and stored.
+    assert_eq!(r.keys.ids().len(), 2);
+    let stored = pending_key(&r, T1);
+    assert_eq!(stored.as_deref(), Some("key002"));
+    assert!(r.keys.is_on("p1", "key002"));
+    assert!(!r.keys.is_on("p1", "key001"));
+    for s in ["setSecret", "testSecret", "finishSecret"] {
+        assert_eq!(step(&r, s, T1).await, Ok(()));
+    }
+    assert_eq!(r.keys.ids().into_iter().collect::<Vec<_>>(), ["key002"]);
+}
+
+#[tokio::test]
+async fn a_create_retry_that_finds_two_keys_for_its_token_keeps_the_earliest() {
+    let r = given(&[], Some(json!({})));
+    *lock(&r.keys.duplicate_next_create) = true;
+    open(&r, T1);
+    assert_eq!(step(&r, "createSecret", T1).await, Ok(()));
+    // As if the function had crashed before PutSecretValue: no value stored.
+    lock(&r.secrets.values).remove(T1);
+    assert_eq!(step(&r, "createSecret", T1).await, Ok(()));
+    assert_eq!(r.keys.ids().into_iter().collect::<Vec<_>>(), ["key001"]);
+    assert_eq!(pending_key(&r, T1).as_deref(), Some("key001"));
+    assert!(r.keys.is_on("p1", "key001"));
+    assert!(
+        !r.keys.is_on("p1", "key002"),
+        "the deleted key was not detached"
+    );
+}
+
+fn pending_key(r: &Fake, token: &str) -> Option<String> {
+    let raw = lock(&r.secrets.values).get(token).cloned()?;
+    serde_json::from_str::<Value>(&raw).ok()?["api_key_id"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[tokio::test]
@@ -436,7 +463,10 @@ async fn a_retried_finish_after_the_label_moved_still_retires() {
     assert!(r.keys.key(&first).is_some());
     assert_eq!(rotate_steps_again(&r, T2).await, Ok(()));
     assert!(r.keys.key(&first).is_none(), "the old key was not retired");
-    assert!(!lock(&r.secrets.meta).has_stage(T2, AWSPENDING));
+    // AWSPENDING may stay on the new AWSCURRENT version, and on no other.
+    let meta = lock(&r.secrets.meta).clone();
+    assert_eq!(meta.version_with(AWSPENDING), Some(T2));
+    assert!(meta.has_stage(T2, AWSCURRENT));
 }
 
 async fn rotate_steps_again(r: &Fake, token: &str) -> Result<(), crate::Error> {
@@ -552,4 +582,24 @@ fn the_step_call_list_matches_the_adapters() {
     for step in Step::ALL {
         assert!(step_calls(step).contains(&"DescribeSecret"), "{step}");
     }
+}
+
+#[tokio::test]
+async fn replaying_finish_leaves_the_key_of_a_later_open_rotation_alone() {
+    let r = given(&[], Some(json!({})));
+    assert_eq!(rotate(&r, T1).await, Ok(()));
+    assert_eq!(rotate(&r, T2).await, Ok(()));
+    open(&r, T3);
+    assert_eq!(step(&r, "createSecret", T3).await, Ok(()));
+    let later = pending_key(&r, T3).unwrap_or_default();
+    // A late duplicate delivery of the finished rotation's last step.
+    assert_eq!(step(&r, "finishSecret", T2).await, Ok(()));
+    assert!(
+        r.keys.key(&later).is_some(),
+        "the later rotation's key was swept"
+    );
+    for s in ["setSecret", "testSecret", "finishSecret"] {
+        assert_eq!(step(&r, s, T3).await, Ok(()));
+    }
+    assert_eq!(current_key(&r), Some(later));
 }

@@ -53,8 +53,9 @@ struct Scenario {
     policy: &'static str,
     /// The rotation adopts an existing key (no earlier rotation).
     adopt: bool,
-    /// CreateApiKey's answer is lost once first, so createSecret finds a duplicate to remove.
-    duplicate_create: bool,
+    /// An earlier try made two keys for the token, attached both and crashed before storing
+    /// either, so createSecret finds a duplicate to detach and delete.
+    duplicates_before_create: bool,
     /// The pending key is disabled / detached before setSecret's first run.
     disable_before_set: bool,
     detach_before_set: bool,
@@ -63,9 +64,8 @@ struct Scenario {
 /// Rows that cannot run here, with the reason printed in the summary.
 fn exempt(step: Step, op: &str) -> Option<&'static str> {
     match (step, op) {
-        (Step::Test, "GetUsagePlan") => Some("needs a TestUrl on an execute-api host, which would leave loopback"),
-        (Step::Create, "DeleteUsagePlanKey") => {
-            Some("createSecret removes a duplicate key before attaching anything, so it has no plan to leave")
+        (Step::Test, "GetUsagePlan") => {
+            Some("needs a TestUrl on an execute-api host, which would leave loopback")
         }
         _ => None,
     }
@@ -77,12 +77,13 @@ fn scenario(step: Step, op: &str) -> Scenario {
         ..Scenario::default()
     };
     match (step, op) {
-        (Step::Create, "TagResource") => Scenario {
+        // An adopted key is not under the `<KeyName>-` prefix, so createSecret looks it up.
+        (Step::Create, "TagResource" | "GetApiKey") => Scenario {
             adopt: true,
             ..base
         },
-        (Step::Create, "GetUsagePlans" | "DeleteApiKey") => Scenario {
-            duplicate_create: true,
+        (Step::Create, "GetUsagePlans" | "DeleteUsagePlanKey" | "DeleteApiKey") => Scenario {
+            duplicates_before_create: true,
             ..base
         },
         (Step::Set, "UpdateApiKey") => Scenario {
@@ -255,10 +256,15 @@ async fn cell(
         Column::ThrottledAbsorbed => proxy.inject_in(Some(phase), op, Fault::Throttle, 2),
         Column::AttemptTimeoutOnce => proxy.inject_in(Some(phase), op, Fault::Delay(HELD), 1),
     }
-    if sc.duplicate_create {
-        proxy.inject_in(Some("createSecret"), "CreateApiKey", Fault::LoseAnswer, 1);
-    }
     let token = w.open_rotation(&secret).await?;
+    if sc.duplicates_before_create {
+        for _ in 0..2 {
+            let id = w
+                .create_tied_key(&format!("{key_name}-{token}"), &secret)
+                .await?;
+            w.attach(plan, &id).await?;
+        }
+    }
     let mut failed_tries = 0;
     let mut converged = false;
     for attempt in 0..6 {

@@ -253,6 +253,20 @@ impl World {
         ))
     }
 
+    /// A key as createSecret makes it (named for a token, tied to the secret), as if an earlier
+    /// try had made it and crashed before storing it.
+    pub async fn create_tied_key(&self, name: &str, secret_arn: &str) -> R<String> {
+        let k = self
+            .ag
+            .create_api_key()
+            .name(name)
+            .enabled(true)
+            .tags(TIE_TAG, secret_arn)
+            .send()
+            .await?;
+        Ok(k.id().unwrap_or_default().to_owned())
+    }
+
     pub async fn attach(&self, plan: &str, key: &str) -> R<()> {
         self.ag
             .create_usage_plan_key()
