@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api_key_rotator::aws::SdkSettings;
 use api_key_rotator::config::FunctionConfig;
 use support::localstack::LocalAws;
 use support::proxy::Proxy;
@@ -79,15 +80,36 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// The function's environment: the proxy as its AWS endpoint, and any `ROTATOR_*` setting the
+/// bench was started with (to try other SDK retry settings without a rebuild).
 fn env_for(proxy: &Proxy) -> Vec<(&'static str, String)> {
-    vec![("AWS_ENDPOINT_URL", proxy.endpoint.clone())]
+    let mut env = vec![("AWS_ENDPOINT_URL", proxy.endpoint.clone())];
+    for name in ROTATOR_SETTINGS {
+        if let Ok(v) = std::env::var(name) {
+            env.push((name, v));
+        }
+    }
+    env
 }
+
+const ROTATOR_SETTINGS: [&str; 7] = [
+    "ROTATOR_RETRY_MODE",
+    "ROTATOR_MAX_ATTEMPTS",
+    "ROTATOR_INITIAL_BACKOFF_MS",
+    "ROTATOR_MAX_BACKOFF_MS",
+    "ROTATOR_CONNECT_TIMEOUT_MS",
+    "ROTATOR_ATTEMPT_TIMEOUT_MS",
+    "ROTATOR_OPERATION_TIMEOUT_MS",
+];
 
 async fn single(w: &Arc<World>) -> R<()> {
     // Cold init of fresh processes.
     let proxy = Proxy::start(&w.endpoint).await?;
+    let binary = std::env::var("ROTATOR_BINARY").unwrap_or_else(|_| "the debug build".to_owned());
+    let bytes = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+    println!("binary measured: {binary} ({:.2} MB)", bytes as f64 / 1e6);
     let mut inits = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..15 {
         let f = Function::start("bench-cold", &env_for(&proxy)).await?;
         let d = f
             .cold_init()
@@ -173,6 +195,17 @@ fn zip_size() -> Option<(u64, String)> {
 
 async fn fleet_mode(w: &Arc<World>, n: usize) -> R<()> {
     println!("\nfleet: {n} secrets rotated at once, one function process each, API Gateway limits enforced");
+    let settings = SdkSettings::from_lookup(&|name| std::env::var(name).ok())
+        .map_err(|e| format!("bad ROTATOR_* setting: {e}"))?;
+    println!(
+        "  function SDK settings: {} mode, {} attempts, backoff {:?} to {:?}, attempt timeout {:?}, operation timeout {:?}",
+        if settings.adaptive { "adaptive" } else { "standard" },
+        settings.max_attempts,
+        settings.initial_backoff,
+        settings.max_backoff,
+        settings.attempt_timeout,
+        settings.operation_timeout
+    );
     let proxy = Proxy::start(&w.endpoint).await?;
     let api = w.create_api().await?;
     let plan = w.create_plan(Some(&api)).await?;

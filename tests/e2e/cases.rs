@@ -469,6 +469,21 @@ async fn adoption_of_an_existing_key(w: Arc<World>) -> R<()> {
         w.call_stage(&api, &old_value).await? == 403,
         "adopted key still valid"
     );
+    // The next rotation finds the current key in its `<KeyName>-` listing, not by id: the
+    // description and customerId still carry over.
+    let (t2, errors) = w.rotate(&r, &s.secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    let next_id = assert_rotated(&w, &s, &t2, &[&plan]).await?;
+    let next_key = w.key(&next_id).await?.ok_or("no next key")?;
+    ensure!(
+        next_key.description() == Some("the partner's first key")
+            && next_key.customer_id() == Some("marketplace-customer-1"),
+        "description or customerId not carried into the second rotation"
+    );
+    ensure!(
+        w.key(&new_id).await?.is_none(),
+        "first rotated key not retired"
+    );
     Ok(())
 }
 
