@@ -300,9 +300,13 @@ async fn rotate(r: &Fake, token: &str) -> Result<(), crate::Error> {
 }
 
 fn current_key(r: &Fake) -> Option<String> {
-    let meta = lock(&r.secrets.meta).clone();
-    let v = meta.version_with(AWSCURRENT)?;
-    let raw = lock(&r.secrets.values).get(v).cloned()?;
+    let version = lock(&r.secrets.meta).version_with(AWSCURRENT)?.to_owned();
+    version_key(r, &version)
+}
+
+/// The key id a version's value holds.
+fn version_key(r: &Fake, version: &str) -> Option<String> {
+    let raw = lock(&r.secrets.values).get(version).cloned()?;
     serde_json::from_str::<Value>(&raw).ok()?["api_key_id"]
         .as_str()
         .map(str::to_owned)
@@ -316,7 +320,7 @@ async fn a_duplicate_from_a_lost_create_answer_is_stored_nowhere_and_swept_by_fi
     assert_eq!(step(&r, "createSecret", T1).await, Ok(()));
     // CreateApiKey ran twice; the key it answered with is the one attached and stored.
     assert_eq!(r.keys.ids().len(), 2);
-    let stored = pending_key(&r, T1);
+    let stored = version_key(&r, T1);
     assert_eq!(stored.as_deref(), Some("key002"));
     assert!(r.keys.is_on("p1", "key002"));
     assert!(!r.keys.is_on("p1", "key001"));
@@ -336,19 +340,12 @@ async fn a_create_retry_that_finds_two_keys_for_its_token_keeps_the_earliest() {
     lock(&r.secrets.values).remove(T1);
     assert_eq!(step(&r, "createSecret", T1).await, Ok(()));
     assert_eq!(r.keys.ids().into_iter().collect::<Vec<_>>(), ["key001"]);
-    assert_eq!(pending_key(&r, T1).as_deref(), Some("key001"));
+    assert_eq!(version_key(&r, T1).as_deref(), Some("key001"));
     assert!(r.keys.is_on("p1", "key001"));
     assert!(
         !r.keys.is_on("p1", "key002"),
         "the deleted key was not detached"
     );
-}
-
-fn pending_key(r: &Fake, token: &str) -> Option<String> {
-    let raw = lock(&r.secrets.values).get(token).cloned()?;
-    serde_json::from_str::<Value>(&raw).ok()?["api_key_id"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 #[tokio::test]
@@ -591,7 +588,7 @@ async fn replaying_finish_leaves_the_key_of_a_later_open_rotation_alone() {
     assert_eq!(rotate(&r, T2).await, Ok(()));
     open(&r, T3);
     assert_eq!(step(&r, "createSecret", T3).await, Ok(()));
-    let later = pending_key(&r, T3).unwrap_or_default();
+    let later = version_key(&r, T3).unwrap_or_default();
     // A late duplicate delivery of the finished rotation's last step.
     assert_eq!(step(&r, "finishSecret", T2).await, Ok(()));
     assert!(
