@@ -59,7 +59,7 @@ lint: tools
 	$(TOOLS)/bin/python tests/template_policy.py template.yaml
 
 unit:
-	cargo test --locked --lib --bins --test adapters --test properties
+	cargo test --locked --lib --bins --test adapters --test properties --test model
 
 e2e: localstack
 	cargo test --locked --test e2e

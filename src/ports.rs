@@ -137,8 +137,13 @@ pub trait KeyGateway: Send + Sync {
     /// Keys whose name starts with `prefix`, without values (GetApiKeys' nameQuery matches
     /// prefixes; the adapter makes it exact).
     async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError>;
+    /// Every key in the account and region, without values: one GetApiKeys page per 500 keys.
+    async fn list_all_keys(&self) -> Result<Vec<ApiKey>, AwsError>;
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError>;
     async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError>;
+    /// The key's tags as GetTags reports them: unlike GetApiKey on some emulators, it shows
+    /// tags added after creation. Empty when the key has none (or no longer exists).
+    async fn key_tags(&self, key_id: &str) -> Result<BTreeMap<String, String>, AwsError>;
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError>;
     /// Succeeds when the key is already gone.
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError>;

@@ -1,5 +1,11 @@
-//! The secret's JSON value. The function owns four fields; any other field is carried over
+//! The secret's JSON value. The function owns five fields; any other field is carried over
 //! unchanged into each new version. `Debug` never prints the key value.
+//!
+//! `owned_key_ids` is the function's record of the other keys the secret owns that a listing of
+//! the key's name prefix would not find (adopted or migrated keys, keys made under an earlier
+//! `KeyName`). It is a hint, never proof: the rotation acts on a recorded key only when the key is
+//! tied to the secret or is the `api_key_id` of one of its labelled versions
+//! (`docs/design/ownership.md`).
 
 use std::fmt;
 
@@ -11,7 +17,19 @@ pub const API_KEY_ID: &str = "api_key_id";
 pub const API_KEY_VALUE: &str = "api_key_value";
 pub const KEY_NAME: &str = "key_name";
 pub const USAGE_PLAN_IDS: &str = "usage_plan_ids";
-const OWNED: [&str; 4] = [API_KEY_ID, API_KEY_VALUE, KEY_NAME, USAGE_PLAN_IDS];
+pub const OWNED_KEY_IDS: &str = "owned_key_ids";
+pub const ROTATED_FROM: &str = "rotated_from";
+const OWNED: [&str; 6] = [
+    API_KEY_ID,
+    API_KEY_VALUE,
+    KEY_NAME,
+    USAGE_PLAN_IDS,
+    OWNED_KEY_IDS,
+    ROTATED_FROM,
+];
+/// The record holds at most this many key ids. A secret that would need more gets no record, and
+/// the next rotation lists every key in the account instead (`docs/design/ownership.md`).
+pub const MAX_OWNED_KEY_IDS: usize = 20;
 
 /// An API key's value: a credential, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,6 +57,13 @@ pub struct CurrentValue {
     pub key_id: Option<String>,
     /// The value names only a key id: an existing key being adopted.
     pub adopting: bool,
+    /// The name the value gives its key, when it gives one.
+    pub key_name: Option<String>,
+    /// The record of other owned keys; `None` when the value carries none (a first rotation, an
+    /// adopted or migrated key, a value written before the record existed).
+    pub owned_key_ids: Option<Vec<String>>,
+    /// The version that was AWSCURRENT when this value was written (see `SecretValue`).
+    pub rotated_from: Option<Option<String>>,
     /// Fields the function does not own, carried into the new version.
     pub extra: Map<String, Value>,
 }
@@ -48,6 +73,9 @@ impl CurrentValue {
         CurrentValue {
             key_id: None,
             adopting: false,
+            key_name: None,
+            owned_key_ids: None,
+            rotated_from: None,
             extra: Map::new(),
         }
     }
@@ -70,6 +98,9 @@ impl CurrentValue {
             return Ok(CurrentValue {
                 key_id: None,
                 adopting: false,
+                key_name: None,
+                owned_key_ids: None,
+                rotated_from: None,
                 extra: obj,
             });
         }
@@ -80,9 +111,14 @@ impl CurrentValue {
         let value = take_string(&mut obj, API_KEY_VALUE, "AWSCURRENT")?;
         let name = take_string(&mut obj, KEY_NAME, "AWSCURRENT")?;
         let plans = take_string_list(&mut obj, USAGE_PLAN_IDS, "AWSCURRENT")?;
+        let owned_key_ids = take_owned_key_ids(&mut obj, "AWSCURRENT")?;
+        let rotated_from = take_rotated_from(&mut obj, "AWSCURRENT")?;
         Ok(CurrentValue {
             key_id: Some(key_id),
             adopting: value.is_none() && name.is_none() && plans.is_none(),
+            key_name: name,
+            owned_key_ids,
+            rotated_from,
             extra: obj,
         })
     }
@@ -95,6 +131,13 @@ pub struct SecretValue {
     pub api_key_value: KeyValue,
     pub key_name: String,
     pub usage_plan_ids: Vec<String>,
+    /// The record of other owned keys; `None` in a value written before the record existed, or
+    /// when the secret owned more than `MAX_OWNED_KEY_IDS` such keys.
+    pub owned_key_ids: Option<Vec<String>>,
+    /// The version that was AWSCURRENT when createSecret wrote this value (`Some(None)` on a
+    /// first rotation); `None` in a value written before the field existed. A rotation whose
+    /// AWSCURRENT has moved since is not carried on.
+    pub rotated_from: Option<Option<String>>,
     pub extra: Map<String, Value>,
 }
 
@@ -117,6 +160,18 @@ impl SecretValue {
                     .collect(),
             ),
         );
+        if let Some(ids) = &self.owned_key_ids {
+            obj.insert(
+                OWNED_KEY_IDS.into(),
+                Value::Array(ids.iter().map(|id| Value::String(id.clone())).collect()),
+            );
+        }
+        if let Some(from) = &self.rotated_from {
+            obj.insert(
+                ROTATED_FROM.into(),
+                from.clone().map(Value::String).unwrap_or(Value::Null),
+            );
+        }
         Value::Object(obj).to_string()
     }
 
@@ -131,11 +186,15 @@ impl SecretValue {
         let key_name = take_string(&mut obj, KEY_NAME, which)?.ok_or_else(|| missing(KEY_NAME))?;
         let usage_plan_ids = take_string_list(&mut obj, USAGE_PLAN_IDS, which)?
             .ok_or_else(|| missing(USAGE_PLAN_IDS))?;
+        let owned_key_ids = take_owned_key_ids(&mut obj, which)?;
+        let rotated_from = take_rotated_from(&mut obj, which)?;
         Ok(SecretValue {
             api_key_id,
             api_key_value: KeyValue(value),
             key_name,
             usage_plan_ids,
+            owned_key_ids,
+            rotated_from,
             extra: obj,
         })
     }
@@ -145,6 +204,55 @@ impl SecretValue {
 /// or `None` when that version holds no key.
 pub fn key_id_of(raw: Option<&str>) -> StepResult<Option<String>> {
     Ok(CurrentValue::parse(raw)?.key_id)
+}
+
+/// The record: a list of at most `MAX_OWNED_KEY_IDS` key ids (API Gateway's ids are short
+/// alphanumeric strings). Anything else is a configuration error: the value was not written by
+/// this function, and nothing is acted on.
+fn take_owned_key_ids(
+    obj: &mut Map<String, Value>,
+    which: &str,
+) -> StepResult<Option<Vec<String>>> {
+    let Some(ids) = take_string_list(obj, OWNED_KEY_IDS, which)? else {
+        return Ok(None);
+    };
+    if ids.len() > MAX_OWNED_KEY_IDS {
+        return Err(Failure::config(format!(
+            "the {which} value's {OWNED_KEY_IDS} holds {} ids; at most {MAX_OWNED_KEY_IDS} are allowed",
+            ids.len()
+        )));
+    }
+    // The offending entry is named by position only: whatever it holds is not echoed.
+    if let Some(bad) = ids.iter().position(|id| !is_key_id(id)) {
+        return Err(Failure::config(format!(
+            "the {which} value's {OWNED_KEY_IDS} entry {bad} is not an API key id"
+        )));
+    }
+    Ok(Some(ids))
+}
+
+/// `rotated_from`: a version id, or null for a first rotation.
+fn take_rotated_from(
+    obj: &mut Map<String, Value>,
+    which: &str,
+) -> StepResult<Option<Option<String>>> {
+    match obj.remove(ROTATED_FROM) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(v))
+            if (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            Ok(Some(Some(v)))
+        }
+        Some(_) => Err(Failure::config(format!(
+            "the {which} value's {ROTATED_FROM} must be a version id or null"
+        ))),
+    }
+}
+
+/// The shape of an API Gateway key id: 1 to 64 ASCII letters and digits.
+pub fn is_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 fn parse_object(raw: &str, which: &str) -> StepResult<Map<String, Value>> {
@@ -254,6 +362,8 @@ mod tests {
             api_key_value: KeyValue::new("SuperSecretValue1234567890"),
             key_name: "partner-x".into(),
             usage_plan_ids: vec!["p1".into(), "p2".into()],
+            owned_key_ids: Some(vec!["abc123".into()]),
+            rotated_from: Some(Some("v0".into())),
             extra: Map::from_iter([("owner".to_owned(), Value::String("a".into()))]),
         };
         let json = v.to_json();

@@ -151,13 +151,35 @@ proptest! {
     }
 
     #[test]
+    fn the_record_is_bounded_and_holds_only_key_ids(
+        ids in prop::collection::vec("[a-z0-9]{1,12}|.{0,70}", 0..30),
+    ) {
+        let raw = json!({"api_key_id": "abc123", "owned_key_ids": ids}).to_string();
+        let parsed = CurrentValue::parse(Some(&raw));
+        let valid = ids.len() <= api_key_rotator::secret::MAX_OWNED_KEY_IDS
+            && ids.iter().all(|id| api_key_rotator::secret::is_key_id(id));
+        prop_assert_eq!(parsed.is_ok(), valid);
+        if let Ok(v) = parsed {
+            prop_assert_eq!(v.owned_key_ids, Some(ids.clone()));
+            // A record alone does not make the value anything but an adoption.
+            prop_assert!(v.adopting);
+        } else if let Err(e) = parsed {
+            for id in &ids {
+                prop_assert!(id.len() < 8 || !e.cause.contains(id.as_str()), "the error echoes an entry");
+            }
+        }
+    }
+
+    #[test]
     fn a_written_value_reads_back_the_same(
         id in "[a-z0-9]{10}", value in "[A-Za-z0-9]{20,128}", name in ".{1,40}",
         plans in prop::collection::vec("[a-z0-9]{10}", 1..4),
+        owned in prop::option::of(prop::collection::vec("[a-z0-9]{10}", 0..=20)),
+        from in prop::option::of(prop::option::of("[a-f0-9-]{36}")),
         extra in prop::collection::btree_map("[a-z_]{1,8}", any_json(), 0..4),
     ) {
         let mut extra: Map<String, Value> = extra.into_iter().collect();
-        for owned in ["api_key_id", "api_key_value", "key_name", "usage_plan_ids"] {
+        for owned in ["api_key_id", "api_key_value", "key_name", "usage_plan_ids", "owned_key_ids", "rotated_from"] {
             extra.remove(owned);
         }
         let v = SecretValue {
@@ -165,6 +187,8 @@ proptest! {
             api_key_value: KeyValue::new(value.clone()),
             key_name: name,
             usage_plan_ids: plans,
+            owned_key_ids: owned,
+            rotated_from: from,
             extra,
         };
         let back = SecretValue::parse(&v.to_json(), "AWSPENDING");

@@ -157,6 +157,10 @@ impl KeyGateway for AwsKeyGateway {
         Ok(keys)
     }
 
+    async fn list_all_keys(&self) -> Result<Vec<ApiKey>, AwsError> {
+        self.get_api_keys(None, false).await
+    }
+
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError> {
         let out = self
             .client
@@ -181,6 +185,28 @@ impl KeyGateway for AwsKeyGateway {
             .await
             .map(|_| ())
             .map_err(|e| aws_error("TagResource", &e))
+    }
+
+    async fn key_tags(&self, key_id: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        match self
+            .client
+            .get_tags()
+            .resource_arn(self.key_arn(key_id))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .tags()
+                .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+                .unwrap_or_default()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(BTreeMap::new())
+            }
+            Err(e) => Err(aws_error("GetTags", &e)),
+        }
     }
 
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError> {

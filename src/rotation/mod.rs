@@ -11,12 +11,13 @@ use crate::error::{Error, Failure, StepResult};
 use crate::event::{EventLabels, RotationEvent, Step};
 use crate::ports::{
     KeyGateway, Prober, SecretMetadata, SecretStore, SecretText, UsagePlan, VersionRef, AWSCURRENT,
-    AWSPENDING,
+    AWSPENDING, AWSPREVIOUS,
 };
 use crate::secret::SecretValue;
 
 mod create_secret;
 mod finish_secret;
+mod ownership;
 mod set_secret;
 mod test_secret;
 
@@ -31,6 +32,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "GetSecretValue",
             "GetUsagePlan",
             "GetApiKey",
+            "GetTags",
             "TagResource",
             "GetApiKeys",
             "CreateApiKey",
@@ -74,6 +76,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "DeleteApiKey",
             "UpdateApiKey",
             "GetApiKey",
+            "GetTags",
         ],
     ),
 ];
@@ -177,7 +180,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             .await?;
         match raw {
             Some(SecretText(text)) if !text.trim().is_empty() => {
-                SecretValue::parse(&text, AWSPENDING)
+                let value = SecretValue::parse(&text, AWSPENDING)?;
+                check_not_stale(&ctx.meta, &value, &ctx.ev.token)?;
+                Ok(value)
             }
             _ => Err(Failure::state(
                 "the AWSPENDING version has no value yet; createSecret must run first",
@@ -250,6 +255,28 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     }
 }
 
+/// A pending value is carried on only while AWSCURRENT is where createSecret found it. When it
+/// moved since (a roll-back, a value written by hand), promoting this version would undo that.
+pub(crate) fn check_not_stale(
+    meta: &SecretMetadata,
+    value: &SecretValue,
+    token: &str,
+) -> StepResult<()> {
+    let Some(from) = &value.rotated_from else {
+        return Ok(());
+    };
+    let current = meta.version_with(AWSCURRENT);
+    if from.as_deref() == current {
+        return Ok(());
+    }
+    Err(Failure::state(format!(
+        "AWSCURRENT has moved since createSecret wrote this version (it was on {}, it is on {}), so the version is not promoted. Remove AWSPENDING from it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again",
+        from.as_deref().unwrap_or("no version"),
+        current.unwrap_or("no version"),
+        meta.name
+    )))
+}
+
 /// The checks every step makes first.
 pub(crate) fn check_token(meta: &SecretMetadata, token: &str) -> StepResult<TokenState> {
     if !meta.rotation_enabled {
@@ -267,6 +294,14 @@ pub(crate) fn check_token(meta: &SecretMetadata, token: &str) -> StepResult<Toke
         return Err(Failure::state(
             "the token's version is neither AWSPENDING nor AWSCURRENT",
         ));
+    }
+    // A version that is AWSPREVIOUS as well was current once and rolled back from: promoting it
+    // again would undo the roll-back and retire the key clients went back to.
+    if meta.has_stage(token, AWSPREVIOUS) {
+        return Err(Failure::state(format!(
+            "the token's version {token} is AWSPREVIOUS as well as AWSPENDING: AWSCURRENT was rolled back from it, so it is not promoted again. Finish the roll-back by removing AWSPENDING from it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again",
+            meta.name
+        )));
     }
     Ok(TokenState::Pending)
 }

@@ -5,7 +5,10 @@
 //! run fails.
 
 mod cases;
+#[path = "../fakes/mod.rs"]
+mod fakes;
 mod matrix;
+mod ownership;
 mod support;
 
 use std::future::Future;

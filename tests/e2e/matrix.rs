@@ -53,6 +53,9 @@ struct Scenario {
     policy: &'static str,
     /// The rotation adopts an existing key (no earlier rotation).
     adopt: bool,
+    /// A key migrated from another rotator, named exactly the KeyName, in a full value, and
+    /// rotated once before: the faulted rotation is the second, which must retire it.
+    migrated: bool,
     /// An earlier try made two keys for the token, attached both and crashed before storing
     /// either, so createSecret finds a duplicate to detach and delete.
     duplicates_before_create: bool,
@@ -77,9 +80,16 @@ fn scenario(step: Step, op: &str) -> Scenario {
         ..Scenario::default()
     };
     match (step, op) {
-        // An adopted key is not under the `<KeyName>-` prefix, so createSecret looks it up.
-        (Step::Create, "TagResource" | "GetApiKey") => Scenario {
+        // An adopted key is tied to the secret by TagResource on its first rotation.
+        (Step::Create, "TagResource") => Scenario {
             adopt: true,
+            ..base
+        },
+        // On the second rotation of a migrated key, the record names it and createSecret looks
+        // it up (GetApiKey), then reads its tie (GetTags: the emulator's GetApiKey hides it).
+        (Step::Create, "GetApiKey" | "GetTags") => Scenario {
+            migrated: true,
+            policy: "keep-previous",
             ..base
         },
         (Step::Create, "GetUsagePlans" | "DeleteUsagePlanKey" | "DeleteApiKey") => Scenario {
@@ -98,8 +108,8 @@ fn scenario(step: Step, op: &str) -> Scenario {
             policy: "disable",
             ..base
         },
-        // The emulator does not show an adopted key's tie tag, so finishSecret looks it up.
-        (Step::Finish, "GetApiKey") => Scenario {
+        // The adopted key is not under the prefix: finishSecret looks it up and reads its tie.
+        (Step::Finish, "GetApiKey" | "GetTags") => Scenario {
             policy: "disable",
             adopt: true,
             ..base
@@ -107,6 +117,19 @@ fn scenario(step: Step, op: &str) -> Scenario {
         _ => base,
     }
 }
+
+/// finishSecret's retirement calls, faulted again from a migrated key's second rotation under
+/// the two policies that keep the previous key: the migrated key must still be deleted.
+const MIGRATED_FINISH_ROWS: [&str; 8] = [
+    "GetSecretValue",
+    "GetApiKeys",
+    "GetApiKey",
+    "GetTags",
+    "GetUsagePlans",
+    "DeleteUsagePlanKey",
+    "DeleteApiKey",
+    "UpdateApiKey",
+];
 
 #[derive(Default)]
 struct Tally {
@@ -127,8 +150,22 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
         for op in calls {
             match exempt(step, op) {
                 Some(why) => exempted.push(format!("{step}/{op}: {why}")),
-                None => cells.extend(COLUMNS.iter().map(|c| (step, *op, *c))),
+                None => cells.extend(COLUMNS.iter().map(|c| (step, *op, *c, scenario(step, op)))),
             }
+        }
+    }
+    for op in MIGRATED_FINISH_ROWS {
+        for policy in ["keep-previous", "disable"] {
+            // UpdateApiKey is called under disable only.
+            if op == "UpdateApiKey" && policy != "disable" {
+                continue;
+            }
+            let sc = Scenario {
+                policy,
+                migrated: true,
+                ..Scenario::default()
+            };
+            cells.extend(COLUMNS.iter().map(|c| (Step::Finish, op, *c, sc)));
         }
     }
     // One cell at a time: the emulator is the bottleneck, and three concurrent workers made the
@@ -163,7 +200,7 @@ async fn run_cells(
     w: Arc<World>,
     api: String,
     plan: String,
-    cells: Vec<(Step, &'static str, Column)>,
+    cells: Vec<(Step, &'static str, Column, Scenario)>,
 ) -> R<Tally> {
     let proxy = Proxy::start(&w.endpoint).await?;
     let r = w.rotator(&proxy.endpoint, config()).await?;
@@ -174,15 +211,19 @@ async fn run_cells(
     let r_timeout = w.rotator_with(&proxy.endpoint, config(), &slow).await?;
     let clean = w.rotator(&w.endpoint, config()).await?;
     let mut tally = Tally::default();
-    for (step, op, column) in cells {
+    for (step, op, column, sc) in cells {
         let rot = if column == Column::AttemptTimeoutOnce {
             &r_timeout
         } else {
             &r
         };
         tally.cells += 1;
-        let label = format!("{step}/{op}/{column:?}");
-        match cell(&w, &proxy, rot, &clean, &api, &plan, step, op, column).await {
+        let label = if sc.migrated {
+            format!("{step}/{op}/{column:?} (migrated key, {})", sc.policy)
+        } else {
+            format!("{step}/{op}/{column:?}")
+        };
+        match cell(&w, &proxy, rot, &clean, &api, &plan, step, op, column, sc).await {
             Ok(leaked) => {
                 tally.converged += 1;
                 tally.leaked += leaked;
@@ -214,8 +255,8 @@ async fn cell(
     step: Step,
     op: &str,
     column: Column,
+    sc: Scenario,
 ) -> R<usize> {
-    let sc = scenario(step, op);
     proxy.clear();
     proxy.set_phase(None);
     let key_name = w.unique("matrix");
@@ -224,7 +265,18 @@ async fn cell(
         ("UsagePlan", plan),
         ("OldKeyAction", sc.policy),
     ];
-    let (secret, old) = if sc.adopt {
+    let mut migrated = None;
+    let (secret, old) = if sc.migrated {
+        let (id, value) = w.create_key(&key_name).await?;
+        w.attach(plan, &id).await?;
+        let v = json!({"api_key_id": id, "api_key_value": value, "key_name": key_name, "usage_plan_ids": [plan]});
+        let secret = w.create_secret(Some(&v.to_string()), &tags).await?;
+        w.rotate(clean, &secret, 1).await?;
+        migrated = Some(id);
+        let old = str_field(&w.value(&secret, "AWSCURRENT").await?, "api_key_id")
+            .ok_or("no first key")?;
+        (secret, old)
+    } else if sc.adopt {
         let (id, _) = w.create_key(&w.unique("adopted")).await?;
         w.attach(plan, &id).await?;
         let secret = w
@@ -308,11 +360,24 @@ async fn cell(
     }
     let new = assert_rotated(w, &s, &token, &[plan]).await?;
     let old_now = w.key(&old).await?;
+    if let Some(m) = &migrated {
+        ensure!(
+            w.key(m).await?.is_none(),
+            "the migrated key survived its second rotation"
+        );
+    }
     let expected: BTreeSet<String> = match sc.policy {
         "disable" => {
             ensure!(
                 old_now.as_ref().is_some_and(|k| !k.enabled()),
                 "old key not disabled"
+            );
+            BTreeSet::from([new.clone(), old.clone()])
+        }
+        "keep-previous" => {
+            ensure!(
+                old_now.as_ref().is_some_and(|k| k.enabled()),
+                "old key not kept valid"
             );
             BTreeSet::from([new.clone(), old.clone()])
         }

@@ -78,7 +78,7 @@ impl World {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/stub-function.zip"
         ))?;
-        let f = lambda
+        let created = lambda
             .create_function()
             .function_name("api-key-rotator")
             .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
@@ -90,12 +90,32 @@ impl World {
                     .build(),
             )
             .send()
-            .await?;
+            .await;
+        // A first call on a cold local AWS can be slow enough for the SDK to send it again: the
+        // function then exists already.
+        let lambda_arn = match created {
+            Ok(f) => f.function_arn().unwrap_or_default().to_owned(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_conflict_exception()) =>
+            {
+                lambda
+                    .get_function()
+                    .function_name("api-key-rotator")
+                    .send()
+                    .await?
+                    .configuration()
+                    .and_then(|c| c.function_arn())
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(World {
             endpoint: endpoint.to_owned(),
             sm: aws_sdk_secretsmanager::Client::new(&sdk),
             ag: aws_sdk_apigateway::Client::new(&sdk),
-            lambda_arn: f.function_arn().unwrap_or_default().to_owned(),
+            lambda_arn,
             counter: AtomicU32::new(0),
         })
     }
