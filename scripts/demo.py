@@ -110,8 +110,8 @@ def main():
     width = [max(len(str(r[i])) for r in rows) for i in range(3)]
     for r in rows:
         print("    " + "  ".join(str(c).ljust(width[i]) for i, c in enumerate(r)))
-    print("    (AWSPENDING may stay on the new AWSCURRENT version: an end state AWS documents for a\n"
-          "     finished rotation; the next RotateSecret moves the label on)")
+    print("    (finishSecret removes AWSPENDING once AWSCURRENT has moved, so no label of a finished\n"
+          "     rotation is left for a roll-back to trip over)")
 
     new_status = 0
     for _ in range(20):

@@ -84,6 +84,52 @@ def problems(template):
     return count, found
 
 
+TIE = "api-key-rotator:secret-arn"
+PREFIX_ARN = ":secretsmanager:"
+
+
+def names_prefix(value):
+    """A condition value that names secrets under SecretNamePrefix (a !Sub of the ARN)."""
+    text = value.get("Fn::Sub") if isinstance(value, dict) else value
+    return isinstance(text, str) and PREFIX_ARN in text and "${SecretNamePrefix}*" in text
+
+
+def ownership_problems(template):
+    """The API-key writes are allowed only on keys tied to a secret under SecretNamePrefix:
+    create only with the tie tag in the request; PATCH and DELETE only on keys whose tie tag
+    names such a secret; tagging only the tie tag, only onto a key that has none yet."""
+    found = []
+    key_writes = {}
+    for where, st in statements(template):
+        actions = [a for a in as_list(st.get("Action", [])) if isinstance(a, str)]
+        resources = [r.get("Fn::Sub", r) if isinstance(r, dict) else r for r in as_list(st.get("Resource", []))]
+        text = " ".join(str(r) for r in resources)
+        cond = st.get("Condition") or {}
+        sid = st.get("Sid", "?")
+        for a in actions:
+            if a in ("apigateway:PATCH", "apigateway:DELETE") and "/apikeys/*" in text:
+                key_writes.setdefault("retire", []).append(sid)
+                if not names_prefix((cond.get("StringLike") or {}).get(f"aws:ResourceTag/{TIE}")):
+                    found.append(f"{where}/{sid}: {a} on API keys without aws:ResourceTag/{TIE} naming SecretNamePrefix")
+            if a == "apigateway:POST" and any(str(r).endswith("/apikeys") for r in resources):
+                key_writes.setdefault("create", []).append(sid)
+                if not names_prefix((cond.get("StringLike") or {}).get(f"aws:RequestTag/{TIE}")):
+                    found.append(f"{where}/{sid}: CreateApiKey without aws:RequestTag/{TIE} naming SecretNamePrefix")
+            if a == "apigateway:PUT" and "/tags/" in text:
+                key_writes.setdefault("tag", []).append(sid)
+                keys = (cond.get("ForAllValues:StringEquals") or {}).get("aws:TagKeys")
+                if keys != [TIE]:
+                    found.append(f"{where}/{sid}: tagging may add tags other than {TIE} ({keys})")
+                if not names_prefix((cond.get("StringLike") or {}).get(f"aws:RequestTag/{TIE}")):
+                    found.append(f"{where}/{sid}: tagging a tie that names no secret under SecretNamePrefix")
+                if (cond.get("Null") or {}).get(f"aws:ResourceTag/{TIE}") != "true":
+                    found.append(f"{where}/{sid}: tagging a key that is already tied")
+    for what in ("create", "retire", "tag"):
+        if what not in key_writes:
+            found.append(f"no statement allows the {what} of API keys: the check would prove nothing")
+    return found
+
+
 def self_check():
     bad = {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {"Policies": [{
         "PolicyName": "p", "PolicyDocument": {"Statement": [
@@ -96,6 +142,17 @@ def self_check():
     _, found = problems(bad)
     sids = sorted({f.split("/")[1].split(":")[0] for f in found})
     assert sids == ["A", "B", "C"], f"the checker missed a bad statement: {found}"
+    prefix = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*"}
+    loose = {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {"Policies": [{
+        "PolicyName": "p", "PolicyDocument": {"Statement": [
+            {"Sid": "Create", "Effect": "Allow", "Action": "apigateway:POST", "Resource": "arn:aws:apigateway:r::/apikeys"},
+            {"Sid": "Retire", "Effect": "Allow", "Action": ["apigateway:DELETE"], "Resource": "arn:aws:apigateway:r::/apikeys/*",
+             "Condition": {"StringLike": {f"aws:ResourceTag/{TIE}": "*"}}},
+            {"Sid": "Tag", "Effect": "Allow", "Action": "apigateway:PUT", "Resource": "arn:aws:apigateway:r::/tags/x",
+             "Condition": {"StringLike": {f"aws:RequestTag/{TIE}": prefix}}},
+        ]}}]}}}}
+    found = ownership_problems(loose)
+    assert len(found) == 4, f"the ownership check missed a loose statement: {found}"
 
 
 def main(path):
@@ -105,6 +162,7 @@ def main(path):
         print(f"cannot read {path}: {matches}")
         return 1
     count, found = problems(template)
+    found += ownership_problems(template)
     for f in found:
         print("FAILED:", f)
     if count == 0:

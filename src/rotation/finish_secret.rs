@@ -203,12 +203,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         if holdings.owned.contains_key(&id) && search.prefixes.is_empty() {
             return Ok(Some(id));
         }
-        let found = self.find_owned(arn, &search).await?;
-        holdings.listed.extend(found.listed);
-        holdings.tied_later.extend(found.tied_later);
-        holdings.foreign.extend(found.foreign);
-        holdings.owned.extend(found.owned);
-        holdings.unproven.extend(found.unproven);
+        holdings.merge(self.find_owned(arn, &search).await?);
         holdings.prove(&search.labelled);
         if holdings.foreign.contains_key(&id) {
             return Ok(None);

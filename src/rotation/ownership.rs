@@ -61,6 +61,16 @@ impl Holdings {
         }
     }
 
+    /// Adds what another search found.
+    pub fn merge(&mut self, other: Holdings) {
+        self.owned.extend(other.owned);
+        self.unproven.extend(other.unproven);
+        self.foreign.extend(other.foreign);
+        self.listed.extend(other.listed);
+        self.tied_later.extend(other.tied_later);
+        self.listed_everything |= other.listed_everything;
+    }
+
     /// Whether a listing showed every key named `name`.
     pub fn in_view(&self, name: &str) -> bool {
         self.listed_everything || self.listed.iter().any(|p| name.starts_with(p.as_str()))
