@@ -131,7 +131,8 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             }
         }
         for id in &search.ids {
-            if seen.contains_key(id) || !is_key_id(id) {
+            // A listing of every key showed every key that exists.
+            if search.everything || seen.contains_key(id) || !is_key_id(id) {
                 continue;
             }
             if let Some(key) = self.keys.get_key(id).await? {

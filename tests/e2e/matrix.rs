@@ -168,6 +168,10 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
             cells.extend(COLUMNS.iter().map(|c| (Step::Finish, op, *c, sc)));
         }
     }
+    // FAULT_MATRIX_ONLY=Op runs the rows of that operation alone (while working on one call).
+    if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
+        cells.retain(|(_, op, _, _)| *op == only);
+    }
     // One cell at a time: the emulator is the bottleneck, and three concurrent workers made the
     // matrix slower here (236 s against 188 s).
     let tally = run_cells(w, api, plan, cells).await?;

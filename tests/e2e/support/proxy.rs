@@ -162,6 +162,7 @@ pub fn operation_of(method: &str, path: &str, target: Option<&str>) -> String {
         ("GET", ["usageplans", _, "keys", _]) => "GetUsagePlanKey",
         ("DELETE", ["usageplans", _, "keys", _]) => "DeleteUsagePlanKey",
         ("PUT", ["tags", ..]) => "TagResource",
+        ("GET", ["tags", ..]) => "GetTags",
         _ => return format!("{method} {path}"),
     };
     op.to_owned()
