@@ -15,7 +15,7 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools up down watch invoke rotate
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools up down seed watch invoke rotate
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
@@ -24,7 +24,8 @@ help:
 	@echo "make release   release build: target/release/api-key-rotator"
 	@echo "make bench     cold init, peak RSS, step times, AWS calls, zip size; FLEET=N adds the fleet mode"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
-	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev)"
+	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev), with an example partner"
+	@echo "make seed [POLICY=disable] another example partner (API, plan, first key, tagged secret) on it"
 	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
 	@echo "make invoke STEP=createSecret SECRET=name TOKEN=token   one step through cargo lambda invoke"
 	@echo "make rotate SECRET=name    RotateSecret, then the four steps, as Secrets Manager does"
@@ -93,6 +94,12 @@ demo:
 
 up: localstack
 	scripts/localstack.sh start $(DEV)
+	@$(MAKE) -s seed
+
+# An example partner (API, plan, first key, tagged secret) on the local AWS `make up` started.
+seed:
+	@test -f $(DEV)/endpoint || { echo "no local AWS: run 'make up' first"; exit 1; }
+	.local/localstack-venv/bin/python scripts/seed.py --endpoint $$(cat $(DEV)/endpoint) $(if $(POLICY),--policy $(POLICY))
 
 down:
 	scripts/localstack.sh stop $(DEV)

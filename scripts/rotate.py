@@ -57,10 +57,18 @@ def invoke(step, secret, token, invoke_port, cargo_lambda="cargo-lambda"):
 
 def rotate(endpoint, secret, invoke_port, tries=3, log=print, cargo_lambda="cargo-lambda"):
     sm, lam, _ = clients(endpoint)
-    token = str(uuid.uuid4())
-    sm.rotate_secret(SecretId=secret, RotationLambdaARN=function_arn(lam),
-                     RotationRules={"AutomaticallyAfterDays": 30}, ClientRequestToken=token)
-    log(f"RotateSecret opened version {token} (AWSPENDING, no value yet)")
+    stages = sm.describe_secret(SecretId=secret).get("VersionIdsToStages", {})
+    unfinished = [v for v, s in stages.items() if "AWSPENDING" in s and "AWSCURRENT" not in s]
+    if unfinished:
+        # What Secrets Manager does: "A previous rotation isn't complete. That rotation will be
+        # reattempted." (the emulator's RotateSecret refuses instead).
+        token = unfinished[0]
+        log(f"a previous rotation isn't complete: re-running version {token}, as Secrets Manager does")
+    else:
+        token = str(uuid.uuid4())
+        sm.rotate_secret(SecretId=secret, RotationLambdaARN=function_arn(lam),
+                         RotationRules={"AutomaticallyAfterDays": 30}, ClientRequestToken=token)
+        log(f"RotateSecret opened version {token} (AWSPENDING, no value yet)")
     for attempt in range(1, tries + 1):
         for step in STEPS:
             ok, text = invoke(step, secret, token, invoke_port, cargo_lambda)
