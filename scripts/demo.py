@@ -26,6 +26,49 @@ def call(endpoint, api, key):
         return e.code
 
 
+def emf_documents(path):
+    """The EMF documents (metrics) the function wrote to its log, in order."""
+    docs = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                i = line.find('{"_aws"')
+                if i < 0:
+                    continue
+                try:
+                    docs.append(json.loads(line[i:]))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return docs
+
+
+def metrics_table(docs):
+    """One row per invocation: the step metrics, the effects, and the retirements by action."""
+    rows = [("step", "ms", "ok", "failed", "created", "retired", "throttled", "completed")]
+    by_request = {}
+    for d in docs:
+        by_request.setdefault(d.get("RequestId", ""), []).append(d)
+    for group in by_request.values():
+        main = next((d for d in group if "Action" not in d and "ErrorType" not in d), None)
+        if main is None:
+            continue
+        actions = [f"{d['KeysRetired']} {d['Action']}" for d in group if "Action" in d]
+        errors = [d["ErrorType"] for d in group if "ErrorType" in d]
+        rows.append((
+            main.get("Step", "?"),
+            f"{main.get('StepDuration', 0):.0f}",
+            str(main.get("StepSucceeded", 0)),
+            str(main.get("StepFailed", 0)) + (f" ({', '.join(errors)})" if errors else ""),
+            str(main.get("KeysCreated", 0)),
+            str(main.get("KeysRetired", 0)) + (f" ({', '.join(actions)})" if actions else ""),
+            str(main.get("ThrottledCalls", 0)),
+            str(main.get("RotationCompleted", 0)),
+        ))
+    return rows
+
+
 def step(n, text):
     print(f"[{n}] {text}", flush=True)
 
@@ -35,6 +78,7 @@ def main():
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--invoke-port", type=int, required=True)
     ap.add_argument("--cargo-lambda", default="cargo-lambda")
+    ap.add_argument("--function-log", help="the function's output, for the metrics it emitted")
     a = ap.parse_args()
     sm, _, ag = clients(a.endpoint)
     suffix = str(int(time.time()))
@@ -59,8 +103,9 @@ def main():
     ag.create_usage_plan_key(usagePlanId=plan, keyId=first["id"], keyType="API_KEY")
 
     step(3, "creating a secret that holds the key, tagged for rotation")
+    secret_name = f"api-keys/partner-a-{suffix}"
     secret = sm.create_secret(
-        Name=f"api-keys/partner-a-{suffix}",
+        Name=secret_name,
         SecretString=json.dumps({"api_key_id": first["id"]}),
         Tags=[{"Key": "KeyName", "Value": "partner-a"}, {"Key": "UsagePlan", "Value": plan},
               {"Key": "OldKeyAction", "Value": "delete"}, {"Key": "Project", "Value": "demo"}],
@@ -124,6 +169,19 @@ def main():
             f"old key {mask(first['value'])}: HTTP {old_status}")
     if new_status != 200 or old_status != 403 or old_state != "deleted":
         raise SystemExit("demo failed: expected 200 for the new key and 403 for the deleted old key")
+    if a.function_log:
+        # This secret's lines only: the readiness check before the demo was an invocation too.
+        docs = [d for d in emf_documents(a.function_log) if d.get("SecretName") == secret_name]
+        ns = docs[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] if docs else "-"
+        step(8, f"the metrics the rotation emitted (EMF log lines, namespace {ns}, docs/metrics.md)")
+        rows = metrics_table(docs)
+        width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("    " + "  ".join(c.ljust(width[i]) for i, c in enumerate(r)))
+        created = sum(d.get("KeysCreated", 0) for d in docs if "Action" not in d and "ErrorType" not in d)
+        completed = sum(d.get("RotationCompleted", 0) for d in docs if "Action" not in d and "ErrorType" not in d)
+        if len(rows) != 5 or created != 1 or completed != 1:
+            raise SystemExit("demo failed: expected four steps' metrics, one key created, one rotation completed")
     print("demo passed: the gateway lets the new key in and refuses the old one")
 
 

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod metrics;
 pub mod ports;
 pub mod probe;
 pub mod rotation;

@@ -23,7 +23,10 @@ pub struct AwsKeyGateway {
 impl AwsKeyGateway {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-        Self::from_client(Client::new(sdk), region)
+        let conf = aws_sdk_apigateway::config::Builder::from(sdk)
+            .interceptor(super::throttle::ThrottleCounter)
+            .build();
+        Self::from_client(Client::from_conf(conf), region)
     }
     pub fn from_client(client: Client, region: String) -> Self {
         AwsKeyGateway { client, region }

@@ -15,6 +15,7 @@ use crate::error::{AwsError, Failure, StepResult};
 
 pub mod gateway;
 pub mod secrets;
+pub mod throttle;
 
 pub use gateway::AwsKeyGateway;
 pub use secrets::AwsSecretStore;

@@ -17,8 +17,11 @@ pub struct AwsSecretStore {
 
 impl AwsSecretStore {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        let conf = aws_sdk_secretsmanager::config::Builder::from(sdk)
+            .interceptor(super::throttle::ThrottleCounter)
+            .build();
         AwsSecretStore {
-            client: Client::new(sdk),
+            client: Client::from_conf(conf),
         }
     }
     pub fn from_client(client: Client) -> Self {

@@ -8,6 +8,7 @@ use super::ownership::{prefix_of, tie, Holdings, Search};
 use super::{check_not_stale, Rotator, StepCtx, TokenState};
 use crate::config::{RotationSettings, TIE_TAG};
 use crate::error::{Failure, StepResult};
+use crate::metrics::{self, Effect};
 use crate::ports::{
     ApiKey, KeyGateway, NewKey, Prober, SecretStore, SecretText, VersionRef, AWSCURRENT,
     AWSPENDING, AWSPREVIOUS,
@@ -216,6 +217,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 tags,
             };
             let created = self.keys.create_key(&new).await?;
+            metrics::record(Effect::KeyCreated);
             tracing::info!(key_id = %created.id, key_name = %name, "created key");
             if created.value.is_some() {
                 return Ok((created, Vec::new()));
@@ -232,6 +234,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             self.delete_key(&extra.id, "a second key for the same token")
                 .await?;
             removed.push(extra.id);
+            metrics::record(Effect::KeyCreated); // a duplicate a lost answer made
         }
         if keep.value.is_some() {
             return Ok((keep, removed));

@@ -9,6 +9,7 @@ use super::ownership::{named_for, prefix_of, Holdings, Search};
 use super::{check_not_stale, Rotator, StepCtx, TokenState};
 use crate::config::{OldKeyAction, RotationSettings};
 use crate::error::{Failure, StepResult};
+use crate::metrics::{self, Effect, Retired};
 use crate::ports::{
     KeyGateway, Prober, SecretStore, VersionRef, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
 };
@@ -126,6 +127,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         for id in candidates.iter().filter(|id| !kept.contains(*id)) {
             self.delete_key(id, "no version of the secret needs it any more")
                 .await?;
+            if holdings.owned.get(id).is_some_and(|k| named_for(k, token)) {
+                metrics::record(Effect::KeyCreated); // a duplicate a lost answer made
+            }
         }
 
         if ctx.state == TokenState::Pending {
@@ -133,6 +137,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             self.secrets
                 .move_stage(secret_id, AWSCURRENT, Some(token), from)
                 .await?;
+            metrics::record(Effect::RotationCompleted);
             tracing::info!(
                 version_id = token,
                 previous_version_id = from.unwrap_or("none"),
@@ -265,6 +270,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             OldKeyAction::Disable => {
                 if key.enabled {
                     self.keys.set_key_enabled(id, false).await?;
+                    metrics::record(Effect::KeyRetired(Retired::Disabled));
                     tracing::info!(
                         key_id = id,
                         "disabled the previous key (OldKeyAction=disable)"
@@ -273,6 +279,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 Ok(())
             }
             OldKeyAction::KeepPrevious => {
+                metrics::record(Effect::KeyRetired(Retired::Kept));
                 tracing::info!(
                     key_id = id,
                     "kept the previous key valid (OldKeyAction=keep-previous)"

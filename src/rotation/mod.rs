@@ -9,6 +9,7 @@ use tracing::Instrument;
 use crate::config::{FunctionConfig, RotationSettings};
 use crate::error::{Error, Failure, StepResult};
 use crate::event::{EventLabels, RotationEvent, Step};
+use crate::metrics::{self, Effect, Invocation, Retired};
 use crate::ports::{
     KeyGateway, Prober, SecretMetadata, SecretStore, SecretText, UsagePlan, VersionRef, AWSCURRENT,
     AWSPENDING, AWSPREVIOUS,
@@ -126,6 +127,26 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
 
     /// Handles one raw invocation payload.
     pub async fn handle(&self, payload: &Value) -> Result<(), Error> {
+        self.handle_measured(payload).await.0
+    }
+
+    /// Handles one raw invocation payload, recording its effects for the metrics
+    /// (`crate::metrics`). The Lambda entry point writes them as EMF lines.
+    pub async fn handle_measured(&self, payload: &Value) -> (Result<(), Error>, Invocation) {
+        let started = std::time::Instant::now();
+        let (result, counts, name) = metrics::measured(self.handle_event(payload)).await;
+        let labels = EventLabels::from_payload(payload);
+        let invocation = Invocation {
+            step: Step::parse(&labels.step),
+            secret: name.unwrap_or(labels.secret),
+            duration: started.elapsed(),
+            error: result.as_ref().err().map(|e| e.kind),
+            counts,
+        };
+        (result, invocation)
+    }
+
+    async fn handle_event(&self, payload: &Value) -> Result<(), Error> {
         let event = RotationEvent::parse(payload).map_err(|failure| {
             let labels = EventLabels::from_payload(payload);
             tracing::error!(error = %failure, "rejected the event; nothing was changed");
@@ -153,6 +174,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         let meta = self.secrets.describe(&ev.secret_id).await?.ok_or_else(|| {
             Failure::state("the secret does not exist (or this function may not see it)")
         })?;
+        metrics::record_secret_name(&meta.name);
         let state = check_token(&meta, &ev.token)?;
         let ctx = StepCtx {
             ev,
@@ -250,6 +272,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
         }
         self.keys.delete_key(key_id).await?;
+        metrics::record(Effect::KeyRetired(Retired::Deleted));
         tracing::info!(key_id, reason = why, "deleted key");
         Ok(())
     }

@@ -10,6 +10,9 @@ use serde_json::json;
 
 use crate::ensure;
 use crate::matrix::fault_matrix;
+use crate::metrics::{
+    emf_metrics_agree_with_what_happened, retirements_are_counted_once_per_policy,
+};
 use crate::ownership::{
     a_key_made_before_a_keyname_change_is_retired, a_late_finish_leaves_the_open_rotation_alone,
     a_roll_back_then_a_rotation_keeps_the_key_clients_went_back_to,
@@ -19,6 +22,7 @@ use crate::support::proxy::{Fault, Proxy};
 use crate::support::runtime::Function;
 use crate::support::world::{str_field, World, STEPS};
 use crate::support::R;
+use crate::zero_downtime::cached_clients_with_the_aws_caching_client;
 use crate::TestFn;
 
 macro_rules! cases {
@@ -52,7 +56,9 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         fault_matrix,
         aws_calls_per_step_on_the_happy_path,
         the_binary_rotates_under_the_lambda_runtime_api,
-        cached_clients_across_a_rotation,
+        cached_clients_with_the_aws_caching_client,
+        emf_metrics_agree_with_what_happened,
+        retirements_are_counted_once_per_policy,
         a_failed_probe_promotes_nothing_and_the_next_rotation_retires_its_key,
         the_same_rotation_delivered_twice_at_once,
         function_logs_hold_no_key_value_and_no_rotation_token,
@@ -1076,71 +1082,6 @@ async fn the_binary_rotates_under_the_lambda_runtime_api(w: Arc<World>) -> R<()>
         "deleted key",
     ] {
         ensure!(logs.contains(needle), "no log line for {needle:?}");
-    }
-    Ok(())
-}
-
-/// A client that caches the secret's value (as the AWS caching client does, refreshing hourly)
-/// calls the gateway throughout a rotation and for a while after, then refreshes. Under
-/// keep-previous every request gets 200. Under delete the requests between finishSecret and the
-/// refresh are refused; the figure is printed and stated in the README.
-async fn cached_clients_across_a_rotation(w: Arc<World>) -> R<()> {
-    const AFTER: usize = 20;
-    for policy in ["keep-previous", "delete"] {
-        let s = setup(&w, Some("{}"), &[("OldKeyAction", policy)]).await?;
-        let r = rotator(&w).await?;
-        w.rotate(&r, &s.secret, 1).await?;
-        let cached = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_value")
-            .unwrap_or_default();
-        ensure!(
-            w.call_stage(&s.api, &cached).await? == 200,
-            "{policy}: first key refused"
-        );
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = {
-            let w = w.clone();
-            let api = s.api.clone();
-            let cached = cached.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                let mut during = Vec::new();
-                while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                    during.push(w.call_stage(&api, &cached).await.unwrap_or(0));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                during
-            })
-        };
-        w.rotate(&r, &s.secret, 1).await?;
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        let during = client.await?;
-        let mut after = Vec::new();
-        for _ in 0..AFTER {
-            after.push(w.call_stage(&s.api, &cached).await?);
-        }
-        // The client refreshes its cache.
-        let fresh = str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_value")
-            .unwrap_or_default();
-        let refreshed = w.call_stage(&s.api, &fresh).await?;
-        let refused = during.iter().chain(&after).filter(|c| **c != 200).count();
-        let total = during.len() + after.len();
-        eprintln!(
-            "  {policy}: {refused} of {total} cached-key requests refused ({} during the rotation, {AFTER} after it, before the refresh)",
-            during.len()
-        );
-        ensure!(refreshed == 200, "{policy}: refreshed key refused");
-        ensure!(
-            during.len() >= 3,
-            "{policy}: too few requests during the rotation"
-        );
-        if policy == "keep-previous" {
-            ensure!(refused == 0, "{policy}: {refused} requests refused");
-        } else {
-            ensure!(
-                after.iter().all(|c| *c == 403),
-                "{policy}: old key not refused after finishSecret"
-            );
-        }
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ mod cases;
 mod fakes;
 mod matrix;
 mod ownership;
+mod metrics;
 mod support;
+mod zero_downtime;
 
 use std::future::Future;
 use std::pin::Pin;
