@@ -147,6 +147,11 @@ pub trait KeyGateway: Send + Sync {
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError>;
     /// Succeeds when the key is already gone.
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError>;
+    /// Like `delete_key`, and says whether this call deleted the key (false: it was already
+    /// gone), so that the metrics count deletions, not attempts.
+    async fn delete_key_if_present(&self, key_id: &str) -> Result<bool, AwsError> {
+        self.delete_key(key_id).await.map(|()| true)
+    }
     /// The ids of the usage plans the key is attached to.
     async fn plans_of_key(&self, key_id: &str) -> Result<Vec<String>, AwsError>;
     /// Succeeds when already attached.

@@ -230,13 +230,17 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError> {
+        self.delete_key_if_present(key_id).await.map(|_| ())
+    }
+
+    async fn delete_key_if_present(&self, key_id: &str) -> Result<bool, AwsError> {
         match self.client.delete_api_key().api_key(key_id).send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_not_found_exception()) =>
             {
-                Ok(())
+                Ok(false)
             }
             Err(e) => Err(aws_error("DeleteApiKey", &e)),
         }

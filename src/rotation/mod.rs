@@ -271,8 +271,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             self.keys.detach(&plan, key_id).await?;
             tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
         }
-        self.keys.delete_key(key_id).await?;
-        metrics::record(Effect::KeyRetired(Retired::Deleted));
+        if self.keys.delete_key_if_present(key_id).await? {
+            metrics::record(Effect::KeyRetired(Retired::Deleted));
+        }
         tracing::info!(key_id, reason = why, "deleted key");
         Ok(())
     }
