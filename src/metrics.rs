@@ -172,6 +172,9 @@ pub struct Invocation {
     pub counts: Counts,
 }
 
+/// One metric directive: its dimension sets, and its metrics as (name, unit).
+type Directive<'a> = (&'a [&'a [&'a str]], &'a [(&'a str, &'a str)]);
+
 /// Where and under what names the lines go: the Lambda entry point builds it from the
 /// environment Lambda sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +283,7 @@ impl Emf {
     fn document<const N: usize>(
         &self,
         timestamp_ms: u64,
-        directives: &[(&[&[&str]], &[(&str, &str)])],
+        directives: &[Directive<'_>],
         members: [(&str, Value); N],
         inv: &Invocation,
         request_id: &str,
