@@ -8,8 +8,8 @@ mod cases;
 #[path = "../fakes/mod.rs"]
 mod fakes;
 mod matrix;
-mod ownership;
 mod metrics;
+mod ownership;
 mod support;
 mod zero_downtime;
 
