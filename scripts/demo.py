@@ -32,13 +32,15 @@ def emf_documents(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
-                i = line.find('{"_aws"')
-                if i < 0:
+                i = line.find("{")
+                if i < 0 or '"_aws"' not in line:
                     continue
                 try:
-                    docs.append(json.loads(line[i:]))
+                    doc = json.loads(line[i:])
                 except ValueError:
-                    pass
+                    continue
+                if isinstance(doc, dict) and "_aws" in doc:
+                    docs.append(doc)
     except OSError:
         pass
     return docs
