@@ -37,6 +37,9 @@ use tokio::time::Instant;
 
 use crate::deadline;
 
+/// No attempt starts with less time than this left: it could not come back in time.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
 /// Error codes that mean "too fast, try again": API Gateway's and Secrets Manager's throttling.
 pub const THROTTLING_CODES: [&str; 3] = [
     "TooManyRequestsException",
@@ -108,12 +111,17 @@ impl CallPolicy {
             .map(|i| i.deadline())
             .unwrap_or_else(|| Instant::now() + self.budget);
         let mut refusals = 0u32;
+        // The last throttling refusal: when the deadline then cuts a retry short, it is the
+        // cause worth reporting.
+        let mut throttled: Option<SdkError<E, HttpResponse>> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(SdkError::timeout_error(format!(
-                    "{operation} not sent: no time left before the invocation's deadline"
-                )));
+            if left < MIN_ATTEMPT {
+                return Err(throttled.unwrap_or_else(|| {
+                    SdkError::timeout_error(format!(
+                        "{operation} not sent: no time left before the invocation's deadline"
+                    ))
+                }));
             }
             let timeouts = TimeoutConfig::builder()
                 .connect_timeout(self.connect_timeout.min(left))
@@ -128,21 +136,22 @@ impl CallPolicy {
             let err = match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(out)) => return Ok(out),
                 Ok(Err(err)) => err,
-                Err(_) => {
-                    return Err(SdkError::timeout_error(format!(
-                        "{operation} cut short at the invocation's deadline"
-                    )))
-                }
+                Err(_) => SdkError::timeout_error(format!(
+                    "{operation} cut short at the invocation's deadline"
+                )),
             };
             if Refusal::of_code(err.code()) != Refusal::Throttled {
-                return Err(err);
+                return match (err, throttled) {
+                    (SdkError::TimeoutError(_), Some(refusal)) => Err(refusal),
+                    (err, _) => Err(err),
+                };
             }
             refusals += 1;
             if let Some(inv) = &invocation {
                 inv.record_throttled(refusals == 1);
             }
             let wait = self.backoff(refusals);
-            if Instant::now() + wait >= deadline {
+            if Instant::now() + wait + MIN_ATTEMPT > deadline {
                 tracing::warn!(
                     operation,
                     refusals,
@@ -156,6 +165,7 @@ impl CallPolicy {
                 wait_ms = wait.as_millis() as u64,
                 "throttled; waiting"
             );
+            throttled = Some(err);
             tokio::time::sleep(wait).await;
         }
     }
