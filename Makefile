@@ -23,6 +23,7 @@ help:
 	@echo "make build     the release bootstrap.zip (arm64 if its target is installed, else x86_64) and its size"
 	@echo "make release   release build: target/release/api-key-rotator"
 	@echo "make bench     cold init, peak RSS, step times, AWS calls, zip size; FLEET=N adds the fleet mode"
+	@echo "               (FLEET_MODEL=strict|lenient Secrets Manager re-runs, FLEET_TIMEOUT=seconds per invocation)"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev), with an example partner"
 	@echo "make seed [POLICY=disable] another example partner (API, plan, first key, tagged secret) on it"
@@ -121,6 +122,10 @@ rotate: lambda-tools
 	  --invoke-port $(WATCH_PORT) --cargo-lambda $(LAMBDA)/bin/cargo-lambda $(SECRET)
 
 FLEET ?= 100
+# strict: a failed rotation re-run at most 5 times, 2 s apart; lenient: 20 tries, pauses to 30 s.
+FLEET_MODEL ?= strict
+# Each invocation's deadline, in seconds; empty: the template's Timeout.
+FLEET_TIMEOUT ?=
 
 # Figures, not timed tests: the release binary under a Lambda Runtime API stand-in.
 # It measures the bootstrap that ships (cargo-lambda's x86_64 build); when the zip is arm64, which
@@ -129,5 +134,6 @@ bench: build release localstack
 	@bin=$(CURDIR)/target/x86_64-unknown-linux-gnu/release/api-key-rotator; \
 	if [ "$$(cat target/lambda/api-key-rotator/ARCH)" != x86_64 ] || [ ! -x "$$bin" ]; then \
 	  bin=$(CURDIR)/target/release/api-key-rotator; fi; \
-	echo "ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- --fleet $(FLEET)"; \
-	ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- --fleet $(FLEET)
+	args="--fleet $(FLEET) --model $(FLEET_MODEL)$(if $(FLEET_TIMEOUT), --timeout $(FLEET_TIMEOUT))"; \
+	echo "ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- $$args"; \
+	ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- $$args

@@ -2,10 +2,12 @@
 //!
 //! Raw event + secret tags are validated into settings with no side effects (`event`,
 //! `config`, `secret`); the steps (`rotation`) work on those through narrow traits (`ports`),
-//! which the SDK adapters (`aws`) and the HTTP probe (`probe`) implement.
+//! which the SDK adapters (`aws`) and the HTTP probe (`probe`) implement. Each invocation runs
+//! inside its deadline (`deadline`), which bounds every call the adapters and the probe make.
 
 pub mod aws;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod event;
 pub mod metrics;
@@ -20,6 +22,47 @@ pub use rotation::Rotator;
 
 /// The production rotator: the AWS adapters and the HTTP probe.
 pub type AwsRotator = Rotator<aws::AwsSecretStore, aws::AwsKeyGateway, probe::HttpProber>;
+
+/// The function Lambda runs: the rotator, and the margin each invocation keeps before its
+/// deadline.
+pub struct Function {
+    pub rotator: AwsRotator,
+    pub margin: std::time::Duration,
+}
+
+impl Function {
+    /// Builds the function from the process environment. Clients are built here, once.
+    pub async fn from_env() -> Result<Function, Box<dyn std::error::Error + Send + Sync>> {
+        let margin = deadline::margin_from_lookup(&|name| std::env::var(name).ok())
+            .map_err(|f| f.to_string())?;
+        Ok(Function {
+            rotator: rotator_from_env().await?,
+            margin,
+        })
+    }
+
+    /// One invocation: the step runs inside the deadline Lambda handed it, less the margin.
+    /// `invocation` is fresh for each call; read `throttled_calls()` from it afterwards.
+    pub async fn handle(
+        &self,
+        payload: &serde_json::Value,
+        invocation: &std::sync::Arc<deadline::Invocation>,
+    ) -> Result<(), Error> {
+        invocation.scope(self.rotator.handle(payload)).await
+    }
+
+    /// The same, with the invocation's metrics (`metrics`): what it changed, how long it took,
+    /// and the calls it retried for throttling.
+    pub async fn handle_measured(
+        &self,
+        payload: &serde_json::Value,
+        invocation: &std::sync::Arc<deadline::Invocation>,
+    ) -> (Result<(), Error>, metrics::Invocation) {
+        invocation
+            .scope(self.rotator.handle_measured(payload))
+            .await
+    }
+}
 
 /// Builds the production rotator from the process environment. Clients are built here, once.
 pub async fn rotator_from_env() -> Result<AwsRotator, Box<dyn std::error::Error + Send + Sync>> {

@@ -1,5 +1,6 @@
 //! The testSecret probe over HTTP: a GET with `x-api-key`, no redirects, retried until a 2xx
-//! answer or the budget runs out, because a new key takes seconds to reach the data plane.
+//! answer or the budget runs out, because a new key takes seconds to reach the data plane. The
+//! budget is capped by the time the invocation has left (`crate::deadline`).
 
 use std::sync::OnceLock;
 
@@ -8,6 +9,7 @@ use reqwest::{redirect, Client, Url};
 use tokio::time::{sleep, Instant};
 
 use crate::config::ProbeConfig;
+use crate::deadline;
 use crate::error::{Failure, StepResult};
 use crate::ports::Prober;
 use crate::secret::KeyValue;
@@ -47,13 +49,24 @@ impl Prober for HttpProber {
     async fn probe(&self, url: &Url, key: &KeyValue) -> StepResult<()> {
         let client = self.client()?;
         let started = Instant::now();
-        let deadline = started + self.config.budget;
+        let own = started + self.config.budget;
+        let invocation = deadline::current().map(|i| i.deadline());
+        let deadline = invocation.map_or(own, |d| d.min(own));
+        let budget = deadline.saturating_duration_since(started);
         let mut attempts = 0u32;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Failure::test(format!(
+                    "the TestUrl probe had no time left before the invocation's deadline (budget {} ms)",
+                    budget.as_millis()
+                )));
+            }
             attempts += 1;
             let outcome = client
                 .get(url.clone())
                 .header("x-api-key", key.expose())
+                .timeout(self.config.attempt_timeout.min(left))
                 .send()
                 .await;
             let last = match outcome {
@@ -71,9 +84,14 @@ impl Prober for HttpProber {
             };
             tracing::info!(attempts, outcome = %last, "TestUrl probe not yet passing");
             if Instant::now() + self.config.interval >= deadline {
+                let cut = if budget < self.config.budget {
+                    " (its budget cut to the time the invocation had left)"
+                } else {
+                    ""
+                };
                 return Err(Failure::test(format!(
-                    "the TestUrl probe got {last} on attempt {attempts} and no 2xx within {} ms",
-                    self.config.budget.as_millis()
+                    "the TestUrl probe got {last} on attempt {attempts} and no 2xx within {} ms{cut}",
+                    budget.as_millis()
                 )));
             }
             sleep(self.config.interval).await;

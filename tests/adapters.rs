@@ -1,10 +1,15 @@
 //! The SDK adapters, tested with aws-smithy-mocks: the real adapter code and the SDK's own retry
-//! logic run, with no network. Each test checks how a service answer maps to a domain result.
+//! logic run, with no network. Each test checks how a service answer maps to a domain result,
+//! and how the call policy (`aws::throttle`) retries: throttling until the deadline, quota
+//! refusals never, everything else through the SDK's ordinary retries.
 
 use std::time::Duration;
 
 use api_key_rotator::aws::{AwsKeyGateway, AwsSecretStore, SdkSettings};
+use api_key_rotator::deadline::Invocation;
+use api_key_rotator::ports::NewKey;
 use api_key_rotator::ports::{KeyGateway, SecretStore, VersionRef};
+use aws_sdk_apigateway::operation::create_api_key::{CreateApiKeyError, CreateApiKeyOutput};
 use aws_sdk_apigateway::operation::create_usage_plan_key::{
     CreateUsagePlanKeyError, CreateUsagePlanKeyOutput,
 };
@@ -12,7 +17,7 @@ use aws_sdk_apigateway::operation::delete_api_key::{DeleteApiKeyError, DeleteApi
 use aws_sdk_apigateway::operation::get_api_keys::GetApiKeysOutput;
 use aws_sdk_apigateway::operation::get_usage_plan::{GetUsagePlanError, GetUsagePlanOutput};
 use aws_sdk_apigateway::types::error::{
-    ConflictException, NotFoundException, TooManyRequestsException,
+    ConflictException, LimitExceededException, NotFoundException, TooManyRequestsException,
 };
 use aws_sdk_apigateway::types::{ApiKey, ApiStage};
 use aws_sdk_secretsmanager::operation::get_secret_value::{
@@ -119,20 +124,81 @@ async fn an_already_attached_key_and_an_already_deleted_key_are_success() {
     assert_eq!(g.delete_key("k1").await, Ok(()));
 }
 
+fn too_many_requests() -> DeleteApiKeyError {
+    DeleteApiKeyError::TooManyRequestsException(
+        TooManyRequestsException::builder()
+            .meta(meta("TooManyRequestsException"))
+            .message("slow down")
+            .build(),
+    )
+}
+
 #[tokio::test]
-async fn failures_past_retries_keep_operation_and_code() {
+async fn throttling_is_retried_past_max_attempts_and_spends_no_retry_quota() {
+    // 150 refusals: the SDK's standard strategy would have stopped at 3 attempts, and its retry
+    // quota (500 tokens, 5 a throttling retry) would be empty after 100.
     let rule = mock!(aws_sdk_apigateway::Client::delete_api_key)
         .sequence()
-        .error(|| {
-            DeleteApiKeyError::TooManyRequestsException(
-                TooManyRequestsException::builder()
-                    .meta(meta("TooManyRequestsException"))
-                    .message("slow down")
-                    .build(),
-            )
-        })
-        .times(3)
+        .error(too_many_requests)
+        .times(150)
         .output(|| DeleteApiKeyOutput::builder().build())
+        .build();
+    // Then a 5xx twice: the SDK's ordinary retries must still have their quota.
+    let flaky = mock!(aws_sdk_apigateway::Client::create_usage_plan_key)
+        .sequence()
+        .http_status(500, None)
+        .times(2)
+        .output(|| CreateUsagePlanKeyOutput::builder().id("k1").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::MatchAny,
+        [&rule, &flaky],
+        fast_retries
+    );
+    let g = gateway(client);
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let outcome = invocation
+        .scope(async { (g.delete_key("k1").await, g.attach("p1", "k1").await) })
+        .await;
+    assert_eq!(outcome, (Ok(()), Ok(())));
+    assert_eq!(rule.num_calls(), 151);
+    assert_eq!(flaky.num_calls(), 3);
+    assert_eq!(invocation.throttled_calls(), 1);
+    assert_eq!(invocation.throttled_responses(), 150);
+}
+
+#[tokio::test]
+async fn throttling_gives_up_at_the_deadline_keeping_operation_and_code() {
+    let rule = mock!(aws_sdk_apigateway::Client::delete_api_key).then_error(too_many_requests);
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::MatchAny,
+        [&rule],
+        fast_retries
+    );
+    let g = gateway(client);
+    let invocation = Invocation::with_budget(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let err = invocation.scope(g.delete_key("k1")).await.err();
+    let took = started.elapsed();
+    assert_eq!(err.as_ref().map(|e| e.operation), Some("DeleteApiKey"));
+    assert_eq!(
+        err.as_ref().and_then(|e| e.code.clone()),
+        Some("TooManyRequestsException".to_owned())
+    );
+    assert!(took < Duration::from_millis(400), "took {took:?}");
+    assert!(rule.num_calls() > 3, "only {} calls", rule.num_calls());
+    assert_eq!(invocation.throttled_calls(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_fail_after_the_sdks_ordinary_retries() {
+    let rule = mock!(aws_sdk_apigateway::Client::create_usage_plan_key)
+        .sequence()
+        .http_status(500, None)
+        .times(10)
+        .output(|| CreateUsagePlanKeyOutput::builder().id("k1").build())
         .build();
     let client = mock_client!(
         aws_sdk_apigateway,
@@ -140,13 +206,101 @@ async fn failures_past_retries_keep_operation_and_code() {
         [&rule],
         fast_retries
     );
-    let err = gateway(client).delete_key("k1").await.err();
-    assert_eq!(err.as_ref().map(|e| e.operation), Some("DeleteApiKey"));
-    assert_eq!(
-        err.as_ref().and_then(|e| e.code.clone()),
-        Some("TooManyRequestsException".to_owned())
-    );
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let err = invocation
+        .scope(gateway(client).attach("p1", "k1"))
+        .await
+        .err();
+    assert_eq!(err.map(|e| e.operation), Some("CreateUsagePlanKey"));
     assert_eq!(rule.num_calls(), 3);
+    assert_eq!(invocation.throttled_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_quota_refusal_is_not_throttling_and_fails_at_once() {
+    // API Gateway answers LimitExceededException at its 10,000 keys a region; the SDK's own
+    // list counts that code as throttling.
+    let rule = mock!(aws_sdk_apigateway::Client::create_api_key)
+        .sequence()
+        .error(|| {
+            CreateApiKeyError::LimitExceededException(
+                LimitExceededException::builder()
+                    .meta(meta("LimitExceededException"))
+                    .message("API key limit exceeded")
+                    .build(),
+            )
+        })
+        .times(5)
+        .output(|| CreateApiKeyOutput::builder().id("k1").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    let key = NewKey {
+        name: "partner-tok".into(),
+        description: None,
+        customer_id: None,
+        tags: Default::default(),
+    };
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let err = invocation
+        .scope(gateway(client).create_key(&key))
+        .await
+        .err();
+    assert_eq!(
+        err.and_then(|e| e.code),
+        Some("LimitExceededException".to_owned())
+    );
+    assert_eq!(rule.num_calls(), 1);
+    assert_eq!(invocation.throttled_calls(), 0);
+}
+
+#[tokio::test]
+async fn no_call_is_sent_once_the_deadline_has_passed() {
+    let rule = mock!(aws_sdk_apigateway::Client::delete_api_key)
+        .then_output(|| DeleteApiKeyOutput::builder().build());
+    let client = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&rule]);
+    let invocation = Invocation::with_budget(Duration::ZERO);
+    let err = invocation
+        .scope(gateway(client).delete_key("k1"))
+        .await
+        .err();
+    assert!(err.is_some_and(|e| e.message.contains("deadline")));
+    assert_eq!(rule.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn secrets_manager_throttling_is_waited_out_too() {
+    let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .sequence()
+        .error(|| GetSecretValueError::generic(meta("ThrottlingException")))
+        .times(5)
+        .output(|| GetSecretValueOutput::builder().secret_string("{}").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_secretsmanager,
+        RuleMode::Sequential,
+        [&rule],
+        |c: aws_sdk_secretsmanager::config::Builder| c.retry_config(
+            SdkSettings {
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+                ..SdkSettings::default()
+            }
+            .retry_config()
+        )
+    );
+    let store = AwsSecretStore::from_client(client);
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let got = invocation
+        .scope(store.get_value("s", VersionRef::Stage("AWSCURRENT")))
+        .await;
+    assert_eq!(got.map(|v| v.map(|t| t.0)), Ok(Some("{}".to_owned())));
+    assert_eq!(rule.num_calls(), 6);
+    assert_eq!(invocation.throttled_responses(), 5);
 }
 
 #[tokio::test]

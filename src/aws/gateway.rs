@@ -3,10 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use aws_sdk_apigateway::error::ProvideErrorMetadata;
 use aws_sdk_apigateway::types::{Op, PatchOperation};
-use aws_sdk_apigateway::Client;
+use aws_sdk_apigateway::{config, Client};
 
-use super::aws_error;
+use super::throttle::{CallOverride, CallPolicy};
+use super::{aws_error, policy_of};
 use crate::error::AwsError;
 use crate::ports::{ApiKey, KeyGateway, NewKey, UsagePlan};
 use crate::secret::KeyValue;
@@ -18,18 +20,25 @@ const PAGE: i32 = 500;
 pub struct AwsKeyGateway {
     client: Client,
     region: String,
+    policy: CallPolicy,
 }
 
 impl AwsKeyGateway {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-        let conf = aws_sdk_apigateway::config::Builder::from(sdk)
-            .interceptor(super::throttle::ThrottleCounter)
-            .build();
-        Self::from_client(Client::from_conf(conf), region)
+        Self::from_client(Client::new(sdk), region)
     }
+    /// The call policy (throttling backoff, timeouts, budget) comes from the client's settings.
     pub fn from_client(client: Client, region: String) -> Self {
-        AwsKeyGateway { client, region }
+        let policy = policy_of(
+            client.config().retry_config(),
+            client.config().timeout_config(),
+        );
+        AwsKeyGateway {
+            client,
+            region,
+            policy,
+        }
     }
     fn key_arn(&self, key_id: &str) -> String {
         let partition = if self.region.starts_with("cn-") {
@@ -67,6 +76,29 @@ macro_rules! to_key {
     }};
 }
 
+/// One call's override: its timeouts and the classifier that keeps throttling to the helper.
+fn overrides<E>(o: CallOverride<E>) -> config::Builder
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    config::Builder::default()
+        .timeout_config(o.timeouts)
+        .retry_classifier(o.classifier)
+}
+
+/// Sends `$req` (rebuilt for each try) through the call policy: throttling waited out until the
+/// deadline, every other error after the SDK's ordinary retries.
+macro_rules! send {
+    ($self:ident, $op:literal, $req:expr) => {
+        $self
+            .policy
+            .send($op, |o| {
+                $req.customize().config_override(overrides(o)).send()
+            })
+            .await
+    };
+}
+
 fn to_hash(tags: &BTreeMap<String, String>) -> HashMap<String, String> {
     tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -80,16 +112,17 @@ impl AwsKeyGateway {
         let mut keys = Vec::new();
         let mut position: Option<String> = None;
         loop {
-            let out = self
-                .client
-                .get_api_keys()
-                .set_name_query(name.map(str::to_owned))
-                .include_values(values)
-                .limit(PAGE)
-                .set_position(position.clone())
-                .send()
-                .await
-                .map_err(|e| aws_error("GetApiKeys", &e))?;
+            let out = send!(
+                self,
+                "GetApiKeys",
+                self.client
+                    .get_api_keys()
+                    .set_name_query(name.map(str::to_owned))
+                    .include_values(values)
+                    .limit(PAGE)
+                    .set_position(position.clone())
+            )
+            .map_err(|e| aws_error("GetApiKeys", &e))?;
             keys.extend(out.items().iter().map(|k| to_key!(k)));
             match out.position() {
                 Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
@@ -104,13 +137,11 @@ impl AwsKeyGateway {
 #[async_trait]
 impl KeyGateway for AwsKeyGateway {
     async fn get_usage_plan(&self, plan_id: &str) -> Result<Option<UsagePlan>, AwsError> {
-        match self
-            .client
-            .get_usage_plan()
-            .usage_plan_id(plan_id)
-            .send()
-            .await
-        {
+        match send!(
+            self,
+            "GetUsagePlan",
+            self.client.get_usage_plan().usage_plan_id(plan_id)
+        ) {
             Ok(out) => Ok(Some(UsagePlan {
                 id: out.id().unwrap_or(plan_id).to_owned(),
                 api_stages: out
@@ -135,14 +166,14 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn get_key(&self, key_id: &str) -> Result<Option<ApiKey>, AwsError> {
-        match self
-            .client
-            .get_api_key()
-            .api_key(key_id)
-            .include_value(true)
-            .send()
-            .await
-        {
+        match send!(
+            self,
+            "GetApiKey",
+            self.client
+                .get_api_key()
+                .api_key(key_id)
+                .include_value(true)
+        ) {
             Ok(out) => Ok(Some(to_key!(&out))),
             Err(e)
                 if e.as_service_error()
@@ -165,39 +196,40 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError> {
-        let out = self
-            .client
-            .create_api_key()
-            .name(&key.name)
-            .set_description(key.description.clone())
-            .set_customer_id(key.customer_id.clone())
-            .enabled(true)
-            .set_tags(Some(to_hash(&key.tags)))
-            .send()
-            .await
-            .map_err(|e| aws_error("CreateApiKey", &e))?;
+        let out = send!(
+            self,
+            "CreateApiKey",
+            self.client
+                .create_api_key()
+                .name(&key.name)
+                .set_description(key.description.clone())
+                .set_customer_id(key.customer_id.clone())
+                .enabled(true)
+                .set_tags(Some(to_hash(&key.tags)))
+        )
+        .map_err(|e| aws_error("CreateApiKey", &e))?;
         Ok(to_key!(&out))
     }
 
     async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
-        self.client
-            .tag_resource()
-            .resource_arn(self.key_arn(key_id))
-            .set_tags(Some(to_hash(tags)))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_error("TagResource", &e))
+        send!(
+            self,
+            "TagResource",
+            self.client
+                .tag_resource()
+                .resource_arn(self.key_arn(key_id))
+                .set_tags(Some(to_hash(tags)))
+        )
+        .map(|_| ())
+        .map_err(|e| aws_error("TagResource", &e))
     }
 
     async fn key_tags(&self, key_id: &str) -> Result<BTreeMap<String, String>, AwsError> {
-        match self
-            .client
-            .get_tags()
-            .resource_arn(self.key_arn(key_id))
-            .send()
-            .await
-        {
+        match send!(
+            self,
+            "GetTags",
+            self.client.get_tags().resource_arn(self.key_arn(key_id))
+        ) {
             Ok(out) => Ok(out
                 .tags()
                 .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
@@ -213,20 +245,22 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError> {
-        self.client
-            .update_api_key()
-            .api_key(key_id)
-            .patch_operations(
-                PatchOperation::builder()
-                    .op(Op::Replace)
-                    .path("/enabled")
-                    .value(if enabled { "true" } else { "false" })
-                    .build(),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_error("UpdateApiKey", &e))
+        send!(
+            self,
+            "UpdateApiKey",
+            self.client
+                .update_api_key()
+                .api_key(key_id)
+                .patch_operations(
+                    PatchOperation::builder()
+                        .op(Op::Replace)
+                        .path("/enabled")
+                        .value(if enabled { "true" } else { "false" })
+                        .build(),
+                )
+        )
+        .map(|_| ())
+        .map_err(|e| aws_error("UpdateApiKey", &e))
     }
 
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError> {
@@ -234,7 +268,11 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn delete_key_if_present(&self, key_id: &str) -> Result<bool, AwsError> {
-        match self.client.delete_api_key().api_key(key_id).send().await {
+        match send!(
+            self,
+            "DeleteApiKey",
+            self.client.delete_api_key().api_key(key_id)
+        ) {
             Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
@@ -250,15 +288,16 @@ impl KeyGateway for AwsKeyGateway {
         let mut plans = Vec::new();
         let mut position: Option<String> = None;
         loop {
-            let out = self
-                .client
-                .get_usage_plans()
-                .key_id(key_id)
-                .limit(PAGE)
-                .set_position(position.clone())
-                .send()
-                .await
-                .map_err(|e| aws_error("GetUsagePlans", &e))?;
+            let out = send!(
+                self,
+                "GetUsagePlans",
+                self.client
+                    .get_usage_plans()
+                    .key_id(key_id)
+                    .limit(PAGE)
+                    .set_position(position.clone())
+            )
+            .map_err(|e| aws_error("GetUsagePlans", &e))?;
             plans.extend(out.items().iter().filter_map(|p| p.id().map(str::to_owned)));
             match out.position() {
                 Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
@@ -270,15 +309,15 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn attach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError> {
-        match self
-            .client
-            .create_usage_plan_key()
-            .usage_plan_id(plan_id)
-            .key_id(key_id)
-            .key_type("API_KEY")
-            .send()
-            .await
-        {
+        match send!(
+            self,
+            "CreateUsagePlanKey",
+            self.client
+                .create_usage_plan_key()
+                .usage_plan_id(plan_id)
+                .key_id(key_id)
+                .key_type("API_KEY")
+        ) {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -291,14 +330,14 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn detach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError> {
-        match self
-            .client
-            .delete_usage_plan_key()
-            .usage_plan_id(plan_id)
-            .key_id(key_id)
-            .send()
-            .await
-        {
+        match send!(
+            self,
+            "DeleteUsagePlanKey",
+            self.client
+                .delete_usage_plan_key()
+                .usage_plan_id(plan_id)
+                .key_id(key_id)
+        ) {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()

@@ -19,33 +19,43 @@ pub mod throttle;
 
 pub use gateway::AwsKeyGateway;
 pub use secrets::AwsSecretStore;
+pub use throttle::{CallPolicy, Refusal};
 
-/// The SDK's retry and timeout settings. The defaults absorb API Gateway's 5-requests-a-second
-/// limits on CreateApiKey and DeleteApiKey (TooManyRequests is retried with backoff), and bound
-/// every call: no call outlives `operation_timeout`, whatever its retries.
+/// The adapters' retry and timeout settings.
+///
+/// Throttling is not retried by the SDK: `throttle::CallPolicy` waits it out, with backoff
+/// between `initial_backoff` and `max_backoff`, until the invocation's deadline (see
+/// `crate::deadline`). `max_attempts` is therefore the SDK's ordinary retries of everything else
+/// (5xx, timeouts, connection errors), which fail fast. No call outlives the invocation's
+/// deadline; outside an invocation, `operation_timeout` bounds each call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SdkSettings {
-    /// Adaptive mode adds a client-side rate limiter that slows down after throttling, so a
-    /// fleet of functions shares API Gateway's account limits with fewer refused calls.
+    /// Adaptive mode's client-side rate limiter only reacts to throttling the SDK retries, and
+    /// the SDK retries none: it changes nothing here, and stays selectable for comparison.
     pub adaptive: bool,
+    /// Attempts at a call that fails with anything but throttling (the SDK's ordinary retries).
     pub max_attempts: u32,
+    /// The first backoff (SDK retries and throttling waits alike); it doubles each time.
     pub initial_backoff: Duration,
+    /// The longest backoff.
     pub max_backoff: Duration,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
+    /// Outside an invocation (no Lambda deadline), the most a call may take, throttling waits
+    /// included. Inside one, the invocation's deadline bounds every call instead.
     pub operation_timeout: Duration,
 }
 
 impl Default for SdkSettings {
     fn default() -> Self {
         SdkSettings {
-            adaptive: true,
-            // Many attempts with a short backoff cap: a throttled call comes back within
-            // seconds, so a fleet keeps API Gateway's account rate busy instead of idling in long
-            // backoffs, and the operation timeout still bounds every call. A fleet of 100 took
-            // 1.13x the rate-limit floor with these against 1.64x with 10 attempts and a 20 s
-            // cap (BENCHMARKS.md).
-            max_attempts: 20,
+            adaptive: false,
+            // Three attempts, as the SDK's standard mode has: a 5xx or a timeout is tried again
+            // twice and then fails the step, which Secrets Manager re-runs.
+            max_attempts: 3,
+            // Throttling waits draw uniformly up to 1 s, 2 s, 4 s, then 5 s each: a throttled
+            // call comes back within seconds, so a fleet keeps API Gateway's account rate busy
+            // instead of idling in long backoffs (BENCHMARKS.md, the fleet).
             initial_backoff: Duration::from_millis(1000),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
@@ -109,6 +119,17 @@ impl SdkSettings {
             .with_max_backoff(self.max_backoff)
     }
 
+    /// How the adapters send their calls under these settings.
+    pub fn call_policy(&self) -> CallPolicy {
+        CallPolicy {
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            connect_timeout: self.connect_timeout,
+            attempt_timeout: self.attempt_timeout,
+            budget: self.operation_timeout,
+        }
+    }
+
     pub fn timeout_config(&self) -> TimeoutConfig {
         TimeoutConfig::builder()
             .connect_timeout(self.connect_timeout)
@@ -126,6 +147,28 @@ pub async fn load_sdk_config(settings: &SdkSettings) -> SdkConfig {
         .timeout_config(settings.timeout_config())
         .load()
         .await
+}
+
+/// The call policy a client's configuration implies (the settings it was built from), with
+/// `SdkSettings`' defaults for whatever it leaves unset.
+pub(crate) fn policy_of(
+    retry: Option<&RetryConfig>,
+    timeouts: Option<&TimeoutConfig>,
+) -> CallPolicy {
+    let d = SdkSettings::default();
+    CallPolicy {
+        initial_backoff: retry.map_or(d.initial_backoff, |r| r.initial_backoff()),
+        max_backoff: retry.map_or(d.max_backoff, |r| r.max_backoff()),
+        connect_timeout: timeouts
+            .and_then(|t| t.connect_timeout())
+            .unwrap_or(d.connect_timeout),
+        attempt_timeout: timeouts
+            .and_then(|t| t.operation_attempt_timeout())
+            .unwrap_or(d.attempt_timeout),
+        budget: timeouts
+            .and_then(|t| t.operation_timeout())
+            .unwrap_or(d.operation_timeout),
+    }
 }
 
 /// An SDK error as a domain `AwsError`, keeping its code and request id.

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use aws_sdk_secretsmanager::{config, Client};
 
-use super::aws_error;
+use super::throttle::{CallOverride, CallPolicy};
+use super::{aws_error, policy_of};
 use crate::error::AwsError;
 use crate::event::RotationToken;
 use crate::ports::{SecretMetadata, SecretStore, SecretText, VersionRef};
@@ -13,32 +15,48 @@ use crate::ports::{SecretMetadata, SecretStore, SecretText, VersionRef};
 #[derive(Debug, Clone)]
 pub struct AwsSecretStore {
     client: Client,
+    policy: CallPolicy,
 }
 
 impl AwsSecretStore {
+    /// The call policy (throttling backoff, timeouts, budget) comes from the same settings.
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        let conf = aws_sdk_secretsmanager::config::Builder::from(sdk)
-            .interceptor(super::throttle::ThrottleCounter)
-            .build();
-        AwsSecretStore {
-            client: Client::from_conf(conf),
-        }
+        Self::from_client(Client::new(sdk))
     }
     pub fn from_client(client: Client) -> Self {
-        AwsSecretStore { client }
+        let policy = policy_of(
+            client.config().retry_config(),
+            client.config().timeout_config(),
+        );
+        AwsSecretStore { client, policy }
     }
+}
+
+/// One call's override: its timeouts and the classifier that keeps throttling to the helper.
+fn overrides<E>(o: CallOverride<E>) -> config::Builder
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    config::Builder::default()
+        .timeout_config(o.timeouts)
+        .retry_classifier(o.classifier)
 }
 
 #[async_trait]
 impl SecretStore for AwsSecretStore {
     async fn describe(&self, secret_id: &str) -> Result<Option<SecretMetadata>, AwsError> {
-        let out = match self
-            .client
-            .describe_secret()
-            .secret_id(secret_id)
-            .send()
-            .await
-        {
+        let sent = self
+            .policy
+            .send("DescribeSecret", |o| {
+                self.client
+                    .describe_secret()
+                    .secret_id(secret_id)
+                    .customize()
+                    .config_override(overrides(o))
+                    .send()
+            })
+            .await;
+        let out = match sent {
             Ok(out) => out,
             Err(e)
                 if e.as_service_error()
@@ -75,14 +93,20 @@ impl SecretStore for AwsSecretStore {
         secret_id: &str,
         version: VersionRef<'_>,
     ) -> Result<Option<SecretText>, AwsError> {
-        let req = self.client.get_secret_value().secret_id(secret_id);
-        let req = match version {
-            VersionRef::Id(id, stage) => req
-                .version_id(id)
-                .set_version_stage(stage.map(str::to_owned)),
-            VersionRef::Stage(stage) => req.version_stage(stage),
-        };
-        match req.send().await {
+        let sent = self
+            .policy
+            .send("GetSecretValue", |o| {
+                let req = self.client.get_secret_value().secret_id(secret_id);
+                let req = match version {
+                    VersionRef::Id(id, stage) => req
+                        .version_id(id)
+                        .set_version_stage(stage.map(str::to_owned)),
+                    VersionRef::Stage(stage) => req.version_stage(stage),
+                };
+                req.customize().config_override(overrides(o)).send()
+            })
+            .await;
+        match sent {
             Ok(out) => Ok(out.secret_string().map(|s| SecretText(s.to_owned()))),
             Err(e)
                 if e.as_service_error()
@@ -101,14 +125,19 @@ impl SecretStore for AwsSecretStore {
         value: &SecretText,
         rotation_token: Option<&RotationToken>,
     ) -> Result<(), AwsError> {
-        self.client
-            .put_secret_value()
-            .secret_id(secret_id)
-            .client_request_token(token)
-            .secret_string(value.0.clone())
-            .version_stages(crate::ports::AWSPENDING)
-            .set_rotation_token(rotation_token.map(|t| t.expose().to_owned()))
-            .send()
+        self.policy
+            .send("PutSecretValue", |o| {
+                self.client
+                    .put_secret_value()
+                    .secret_id(secret_id)
+                    .client_request_token(token)
+                    .secret_string(value.0.clone())
+                    .version_stages(crate::ports::AWSPENDING)
+                    .set_rotation_token(rotation_token.map(|t| t.expose().to_owned()))
+                    .customize()
+                    .config_override(overrides(o))
+                    .send()
+            })
             .await
             .map(|_| ())
             .map_err(|e| aws_error("PutSecretValue", &e))
@@ -121,13 +150,18 @@ impl SecretStore for AwsSecretStore {
         to: Option<&str>,
         from: Option<&str>,
     ) -> Result<(), AwsError> {
-        self.client
-            .update_secret_version_stage()
-            .secret_id(secret_id)
-            .version_stage(stage)
-            .set_move_to_version_id(to.map(str::to_owned))
-            .set_remove_from_version_id(from.map(str::to_owned))
-            .send()
+        self.policy
+            .send("UpdateSecretVersionStage", |o| {
+                self.client
+                    .update_secret_version_stage()
+                    .secret_id(secret_id)
+                    .version_stage(stage)
+                    .set_move_to_version_id(to.map(str::to_owned))
+                    .set_remove_from_version_id(from.map(str::to_owned))
+                    .customize()
+                    .config_override(overrides(o))
+                    .send()
+            })
             .await
             .map(|_| ())
             .map_err(|e| aws_error("UpdateSecretVersionStage", &e))

@@ -1,111 +1,269 @@
-//! Counts the AWS answers refused for throttling, for the `ThrottledCalls` metric. An SDK
-//! interceptor sees every attempt's answer, retried ones included, which the adapters never do.
+//! Throttling is waiting, not failure: every AWS call the adapters make goes through
+//! [`CallPolicy::send`], which retries throttled calls until the invocation's work deadline and
+//! leaves every other error to the SDK's few ordinary retries.
+//!
+//! Why a helper rather than the SDK's retry settings:
+//! - `max_attempts` counts throttling and server errors alike, so no value of it both waits out
+//!   a fleet's throttling and fails a 5xx fast.
+//! - The standard and adaptive strategies pay for each retry from a retry-quota token bucket
+//!   (500 tokens, 5 a throttling retry) shared by every client of a retry partition in the
+//!   process and kept across warm invocations. Sustained throttling empties it within about a
+//!   hundred retries, after which the SDK retries nothing at all, server errors included.
+//! - Adaptive mode's client-side rate limiter lives in one process, and each secret's rotation
+//!   runs in its own Lambda environment, so it coordinates nothing across a fleet.
+//!
+//! So each call carries, through `customize().config_override(..)`, a retry classifier that
+//! forbids the SDK to retry throttling and quota refusals (no token is spent on them), and
+//! timeouts cut to the time left. The helper then waits out throttling itself: exponential
+//! backoff with full jitter (`ROTATOR_INITIAL_BACKOFF_MS` doubling up to
+//! `ROTATOR_MAX_BACKOFF_MS`), until the next wait would pass the deadline. A fleet shares the
+//! account's rate only through that jitter; nothing coordinates the functions.
+//!
+//! Quota refusals (`LimitExceededException`, such as API Gateway's 10,000 keys a region) are not
+//! throttling, although the SDK's own list counts them as such: waiting does not lift a quota,
+//! so they fail at once. Every other error (5xx, timeouts, connection errors) gets the SDK's
+//! ordinary retries (`ROTATOR_MAX_ATTEMPTS`) and then fails.
 
-use aws_sdk_apigateway::config::interceptors::FinalizerInterceptorContextRef;
-use aws_sdk_apigateway::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_apigateway::error::BoxError;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
 
-use crate::metrics::{self, Effect};
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::config::interceptors::InterceptorContext;
+use aws_sdk_secretsmanager::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use tokio::time::Instant;
 
-/// The error codes AWS SDKs treat as throttling (the smithy-rs list).
-const THROTTLING_CODES: [&str; 14] = [
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
+use crate::deadline;
+
+/// No attempt starts with less time than this left: it could not come back in time.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// Error codes that mean "too fast, try again": API Gateway's and Secrets Manager's throttling.
+pub const THROTTLING_CODES: [&str; 3] = [
     "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "TransactionInProgressException",
-    "RequestLimitExceeded",
-    "BandwidthLimitExceeded",
-    "LimitExceededException",
-    "RequestThrottled",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "EC2ThrottledException",
+    "ThrottlingException",
+    "Throttling",
 ];
 
-/// Records `Effect::ThrottledCall` for each attempt answered 429, or with a throttling error
-/// code in the `x-amzn-ErrorType` header or the JSON body's `__type` (Secrets Manager answers
-/// ThrottlingException with a 400).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ThrottleCounter;
+/// Error codes that mean a quota is used up: retrying does not help.
+pub const QUOTA_CODES: [&str; 1] = ["LimitExceededException"];
 
-fn is_throttling_code(code: &str) -> bool {
-    // x-amzn-ErrorType may carry ":<uri>" after the code; __type may carry a "prefix#".
-    let code = code.split(':').next().unwrap_or(code);
-    let code = code.rsplit('#').next().unwrap_or(code);
-    THROTTLING_CODES.contains(&code.trim())
+/// What an AWS error code says about retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Throttling: wait and retry, until the deadline.
+    Throttled,
+    /// A quota: fail now.
+    Quota,
+    /// Anything else: the SDK's ordinary retries decide.
+    Other,
 }
 
-/// Whether an answer is a throttling refusal: status, header, or a JSON body's `__type`.
-pub fn is_throttled(status: u16, error_type: Option<&str>, body: Option<&[u8]>) -> bool {
-    if status == 429 {
-        return true;
-    }
-    if !(400..500).contains(&status) {
-        return false;
-    }
-    if error_type.is_some_and(is_throttling_code) {
-        return true;
-    }
-    body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .as_ref()
-        .and_then(|v| v.get("__type").or_else(|| v.get("code")))
-        .and_then(serde_json::Value::as_str)
-        .is_some_and(is_throttling_code)
-}
-
-impl Intercept for ThrottleCounter {
-    fn name(&self) -> &'static str {
-        "ThrottleCounter"
-    }
-
-    fn read_after_attempt(
-        &self,
-        context: &FinalizerInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(response) = context.response() {
-            let throttled = is_throttled(
-                response.status().as_u16(),
-                response.headers().get("x-amzn-errortype"),
-                response.body().bytes(),
-            );
-            if throttled {
-                metrics::record(Effect::ThrottledCall);
-            }
+impl Refusal {
+    pub fn of_code(code: Option<&str>) -> Refusal {
+        match code {
+            Some(c) if THROTTLING_CODES.contains(&c) => Refusal::Throttled,
+            Some(c) if QUOTA_CODES.contains(&c) => Refusal::Quota,
+            _ => Refusal::Other,
         }
-        Ok(())
+    }
+}
+
+/// How the adapters bound and retry their calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallPolicy {
+    /// The first throttling wait's upper bound; it doubles with each refusal.
+    pub initial_backoff: Duration,
+    /// The most any one throttling wait can be.
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    /// Outside an invocation (no deadline in scope), the most a call may take, throttling
+    /// waits included.
+    pub budget: Duration,
+}
+
+/// What one SDK send is given: its timeouts, cut to the time left, and the classifier that keeps
+/// throttling out of the SDK's retries. Each adapter turns it into its client's config override.
+pub(crate) struct CallOverride<E> {
+    pub timeouts: TimeoutConfig,
+    pub classifier: NoSdkRetryForThrottling<E>,
+}
+
+impl CallPolicy {
+    /// Sends a call (`send` builds and sends it with the override it is given), retrying
+    /// throttling until the work deadline. The result is the SDK's, for the adapter to map.
+    pub(crate) async fn send<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut send: F,
+    ) -> Result<T, SdkError<E, HttpResponse>>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut(CallOverride<E>) -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
+        let invocation = deadline::current();
+        let deadline = invocation
+            .as_ref()
+            .map(|i| i.deadline())
+            .unwrap_or_else(|| Instant::now() + self.budget);
+        let mut refusals = 0u32;
+        // The last throttling refusal: when the deadline then cuts a retry short, it is the
+        // cause worth reporting.
+        let mut throttled: Option<SdkError<E, HttpResponse>> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_ATTEMPT {
+                return Err(throttled.unwrap_or_else(|| {
+                    SdkError::timeout_error(format!(
+                        "{operation} not sent: no time left before the invocation's deadline"
+                    ))
+                }));
+            }
+            let timeouts = TimeoutConfig::builder()
+                .connect_timeout(self.connect_timeout.min(left))
+                .operation_attempt_timeout(self.attempt_timeout.min(left))
+                .operation_timeout(left)
+                .build();
+            let call = send(CallOverride {
+                timeouts,
+                classifier: NoSdkRetryForThrottling::new(),
+            });
+            // The SDK's operation timeout already bounds the call; this makes it a guarantee.
+            let err = match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(out)) => return Ok(out),
+                Ok(Err(err)) => err,
+                Err(_) => SdkError::timeout_error(format!(
+                    "{operation} cut short at the invocation's deadline"
+                )),
+            };
+            if Refusal::of_code(err.code()) != Refusal::Throttled {
+                return match (err, throttled) {
+                    (SdkError::TimeoutError(_), Some(refusal)) => Err(refusal),
+                    (err, _) => Err(err),
+                };
+            }
+            refusals += 1;
+            if let Some(inv) = &invocation {
+                inv.record_throttled(refusals == 1);
+            }
+            if refusals == 1 {
+                // The ThrottledCalls metric: each call retried for throttling, once.
+                crate::metrics::record(crate::metrics::Effect::ThrottledCall);
+            }
+            let wait = self.backoff(refusals);
+            if Instant::now() + wait + MIN_ATTEMPT > deadline {
+                tracing::warn!(
+                    operation,
+                    refusals,
+                    "still throttled with no time left before the invocation's deadline"
+                );
+                return Err(err);
+            }
+            tracing::debug!(
+                operation,
+                refusals,
+                wait_ms = wait.as_millis() as u64,
+                "throttled; waiting"
+            );
+            throttled = Some(err);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Full jitter: a uniform wait up to `initial × 2^(refusals-1)`, capped at `max_backoff`.
+    fn backoff(&self, refusals: u32) -> Duration {
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1u32 << refusals.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// A retry classifier, added to every call, that forbids the SDK to retry throttling and quota
+/// refusals: the SDK's own list counts both as throttling and spends retry quota on them.
+/// `RetryForbidden` overrides every other classifier, wherever this one runs.
+pub(crate) struct NoSdkRetryForThrottling<E> {
+    _error: PhantomData<fn() -> E>,
+}
+
+impl<E> NoSdkRetryForThrottling<E> {
+    fn new() -> Self {
+        NoSdkRetryForThrottling {
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for NoSdkRetryForThrottling<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoSdkRetryForThrottling")
+    }
+}
+
+impl<E> ClassifyRetry for NoSdkRetryForThrottling<E>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let code = match ctx.output_or_error() {
+            Some(Err(err)) => err
+                .as_operation_error()
+                .and_then(|e| e.downcast_ref::<E>())
+                .and_then(|e| e.code()),
+            _ => None,
+        };
+        match Refusal::of_code(code) {
+            Refusal::Throttled | Refusal::Quota => RetryAction::RetryForbidden,
+            Refusal::Other => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "NoSdkRetryForThrottling"
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_throttled;
+    use super::*;
 
     #[test]
-    fn throttling_answers_are_recognised_and_others_are_not() {
-        assert!(is_throttled(429, None, None));
-        assert!(is_throttled(
-            400,
-            None,
-            Some(br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#)
-        ));
-        assert!(is_throttled(
-            400,
-            Some("ThrottlingException:http://internal"),
-            None
-        ));
-        assert!(is_throttled(
-            400,
-            None,
-            Some(br#"{"__type":"com.amazonaws.secretsmanager#ThrottlingException"}"#)
-        ));
-        assert!(!is_throttled(400, Some("ResourceNotFoundException"), None));
-        assert!(!is_throttled(500, Some("ThrottlingException"), None));
-        assert!(!is_throttled(200, None, Some(b"{}")));
-        assert!(!is_throttled(404, None, Some(b"not json")));
+    fn throttling_and_quota_are_told_apart() {
+        assert_eq!(
+            Refusal::of_code(Some("TooManyRequestsException")),
+            Refusal::Throttled
+        );
+        assert_eq!(
+            Refusal::of_code(Some("ThrottlingException")),
+            Refusal::Throttled
+        );
+        assert_eq!(
+            Refusal::of_code(Some("LimitExceededException")),
+            Refusal::Quota
+        );
+        assert_eq!(Refusal::of_code(Some("InternalFailure")), Refusal::Other);
+        assert_eq!(Refusal::of_code(None), Refusal::Other);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let p = CallPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(1),
+            budget: Duration::from_secs(1),
+        };
+        for refusals in 1..40 {
+            let ceiling = Duration::from_millis((100u64 << (refusals - 1).min(16)).min(1000));
+            for _ in 0..20 {
+                assert!(p.backoff(refusals) <= ceiling);
+            }
+        }
     }
 }

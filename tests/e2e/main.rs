@@ -5,6 +5,7 @@
 //! run fails.
 
 mod cases;
+mod deadline;
 #[path = "../fakes/mod.rs"]
 mod fakes;
 mod matrix;
@@ -79,7 +80,11 @@ async fn run_cases(local: &LocalAws, filters: &[String], started: Instant) -> i3
             return 1;
         }
     };
-    let all = cases::all();
+    // The deadline cases run before the last case, which reads what every case did.
+    let mut all = cases::all();
+    let last = all.pop();
+    all.extend(deadline::all());
+    all.extend(last);
     let selected: Vec<_> = all
         .iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))

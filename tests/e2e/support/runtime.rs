@@ -3,6 +3,11 @@
 //! Lambda starts a `bootstrap` (with AWS_LAMBDA_RUNTIME_API pointing at it), and delivers each
 //! event as one invocation.
 //!
+//! As Lambda does, each invocation gets a deadline (`lambda-runtime-deadline-ms`), by default
+//! the template's `Timeout`; an invocation still running at its deadline is ended: the process
+//! is killed, the invocation reports `Sandbox.Timedout`, and a fresh process (a cold start)
+//! takes the next one.
+//!
 //! `cargo lambda watch` serves the same API for hand-driven runs (`make watch`), but it is not
 //! used here: when it stops it signals far more than its own children.
 
@@ -11,7 +16,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,19 +36,41 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, Value>>>>
 
 struct Api {
     queue: tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>,
+    /// How long each invocation may run.
+    timeout: Duration,
+    /// Added to the deadline the function is told (tests of a function that over-runs).
+    overstated_ms: AtomicU64,
     pending: Pending,
     /// When the function first asked for an invocation: the end of its cold init.
     first_next: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
+/// The function's `Timeout` in template.yaml, in seconds (300 if it cannot be read).
+pub fn template_timeout() -> Duration {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+    let secs = std::fs::read_to_string(path).ok().and_then(|t| {
+        t.lines()
+            .filter_map(|l| l.trim().strip_prefix("Timeout:"))
+            .find_map(|v| v.trim().parse::<u64>().ok())
+    });
+    Duration::from_secs(secs.unwrap_or(300))
+}
+
 pub struct Function {
-    child: Child,
+    /// The process now serving invocations; replaced when one runs past its deadline.
+    child: Mutex<Child>,
+    /// How to start a fresh process.
+    command: Mutex<Command>,
+    timeout: Duration,
+    /// Invocations ended at their deadline (each one cost a fresh process).
+    timed_out: AtomicU32,
     #[allow(dead_code)] // read by benches/bench.rs
     spawned: std::time::Instant,
     #[allow(dead_code)] // read by benches/bench.rs
     first_next: Arc<Mutex<Option<std::time::Instant>>>,
     sender: mpsc::Sender<(String, Value)>,
     pending: Pending,
+    api: Arc<Api>,
     counter: AtomicU64,
     pub log: PathBuf,
 }
@@ -79,7 +106,10 @@ async fn serve(
             };
             let deadline = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() + 300_000)
+                .map(|d| {
+                    (d + api.timeout).as_millis()
+                        + u128::from(api.overstated_ms.load(Ordering::SeqCst))
+                })
                 .unwrap_or_default();
             let mut r = reply(StatusCode::OK, Bytes::from(event.to_string()));
             let h = r.headers_mut();
@@ -122,8 +152,18 @@ async fn serve(
 }
 
 impl Function {
-    /// Starts the binary with `env` (plus dummy credentials and no metadata calls).
+    /// Starts the binary with `env` (plus dummy credentials and no metadata calls), each
+    /// invocation limited to the template's timeout.
     pub async fn start(name: &str, env: &[(&str, String)]) -> R<Function> {
+        Self::start_with_timeout(name, env, template_timeout()).await
+    }
+
+    /// The same, with each invocation limited to `timeout`.
+    pub async fn start_with_timeout(
+        name: &str,
+        env: &[(&str, String)],
+        timeout: Duration,
+    ) -> R<Function> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let (sender, rx) = mpsc::channel(16);
@@ -131,12 +171,15 @@ impl Function {
         let first_next: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
         let api = Arc::new(Api {
             queue: tokio::sync::Mutex::new(rx),
+            timeout,
+            overstated_ms: AtomicU64::new(0),
             pending: pending.clone(),
             first_next: first_next.clone(),
         });
+        let served = api.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let api = api.clone();
+                let api = served.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| serve(req, api.clone()));
                     let _ = http1::Builder::new()
@@ -172,18 +215,25 @@ impl Function {
             cmd.env(k, v);
         }
         let spawned = std::time::Instant::now();
+        let child = cmd.spawn()?;
         Ok(Function {
-            child: cmd.spawn()?,
+            child: Mutex::new(child),
+            command: Mutex::new(cmd),
+            timeout,
+            timed_out: AtomicU32::new(0),
             spawned,
             first_next,
             sender,
             pending,
+            api,
             counter: AtomicU64::new(0),
             log,
         })
     }
 
-    /// One invocation: `Ok(response)` or `Err(error object)` as the function reported it.
+    /// One invocation: `Ok(response)` or `Err(error object)` as the function reported it. One
+    /// still running at its deadline is ended as Lambda ends it: the process is killed, a fresh
+    /// one started, and the invocation answers `Sandbox.Timedout`.
     pub async fn invoke(&self, event: &Value) -> R<Result<Value, Value>> {
         let id = format!("req-{:08}", self.counter.fetch_add(1, Ordering::SeqCst));
         let (tx, rx) = oneshot::channel();
@@ -191,8 +241,54 @@ impl Function {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), tx);
-        self.sender.send((id, event.clone())).await?;
-        Ok(tokio::time::timeout(Duration::from_secs(300), rx).await??)
+        self.sender.send((id.clone(), event.clone())).await?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                self.restart()?;
+                self.timed_out.fetch_add(1, Ordering::SeqCst);
+                Ok(Err(serde_json::json!({
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": format!(
+                        "Task timed out after {:.2} seconds",
+                        self.timeout.as_secs_f64()
+                    ),
+                })))
+            }
+        }
+    }
+
+    /// Kills the process and starts a fresh one on the same Runtime API.
+    fn restart(&self) -> R<()> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+        let fresh = self
+            .command
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn()?;
+        *child = fresh;
+        Ok(())
+    }
+
+    /// From now on, tells the function its deadline is `by` later than it is, so that it runs
+    /// past the real one (to test how an over-running invocation is ended).
+    #[allow(dead_code)] // used by the deadline cases
+    pub fn overstate_deadline(&self, by: Duration) {
+        self.api
+            .overstated_ms
+            .store(by.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Invocations ended at their deadline so far.
+    #[allow(dead_code)] // used by benches/bench.rs and the deadline case
+    pub fn timed_out(&self) -> u32 {
+        self.timed_out.load(Ordering::SeqCst)
     }
 
     pub fn logs(&self) -> String {
@@ -214,7 +310,8 @@ impl Function {
     /// Peak resident memory so far (VmHWM), in KiB.
     #[allow(dead_code)] // used by benches/bench.rs
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let pid = self.child.lock().unwrap_or_else(|p| p.into_inner()).id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -225,7 +322,8 @@ impl Function {
 
 impl Drop for Function {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
