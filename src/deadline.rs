@@ -24,6 +24,10 @@ use crate::error::StepResult;
 /// short to come back and for the step to report its error before Lambda ends the process.
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(5);
 
+/// The budget of an invocation whose runtime handed no usable deadline: the template's timeout
+/// less the default margin.
+pub const UNKNOWN_DEADLINE_BUDGET: Duration = Duration::from_secs(295);
+
 /// The margin, from `ROTATOR_DEADLINE_MARGIN_MS` (milliseconds, default 5000).
 pub fn margin_from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> StepResult<Duration> {
     env_millis(lookup, "ROTATOR_DEADLINE_MARGIN_MS", DEFAULT_MARGIN)
@@ -62,10 +66,17 @@ impl Invocation {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let left = Duration::from_millis(deadline_ms)
-            .saturating_sub(now)
-            .saturating_sub(margin);
-        Self::until(Instant::now() + left)
+        let left = Duration::from_millis(deadline_ms).saturating_sub(now);
+        // Lambda never starts an invocation past its deadline; a local runtime may hand none
+        // that is usable (cargo lambda watch's is already past). Then the time left is unknown,
+        // and the invocation gets the budget a function's timeout allows (the template's 300 s).
+        if left.is_zero() {
+            return Self::with_budget(UNKNOWN_DEADLINE_BUDGET);
+        }
+        // A margin never takes more than a tenth of the time left: a function with a short
+        // timeout still gets most of it to work in.
+        let margin = margin.min(left / 10);
+        Self::until(Instant::now() + left.saturating_sub(margin))
     }
 
     /// Runs `work` with this invocation as the current one.
@@ -123,8 +134,18 @@ mod tests {
         let left = inv.time_left();
         assert!(left <= Duration::from_secs(295), "{left:?}");
         assert!(left >= Duration::from_secs(294), "{left:?}");
-        let late = Invocation::from_lambda_deadline(now_ms + 2_000, Duration::from_secs(5));
-        assert_eq!(late.time_left(), Duration::ZERO);
+        // A margin takes at most a tenth of a short deadline.
+        let short =
+            Invocation::from_lambda_deadline(now_ms + 2_000, Duration::from_secs(5)).time_left();
+        assert!(
+            short <= Duration::from_millis(1_800) && short >= Duration::from_millis(1_700),
+            "{short:?}"
+        );
+        // A deadline already past (cargo lambda watch hands one) is no deadline: the budget.
+        let past =
+            Invocation::from_lambda_deadline(now_ms.saturating_sub(1_000), Duration::from_secs(5))
+                .time_left();
+        assert!(past >= Duration::from_secs(294), "{past:?}");
     }
 
     #[tokio::test]
