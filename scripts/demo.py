@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 from rotate import clients, rotate
+from seed import create_plan, create_stage
 
 
 def mask(value):
@@ -86,20 +87,10 @@ def main():
     suffix = str(int(time.time()))
 
     step(1, "creating a REST API: GET / needs an API key (MOCK integration), stage prod")
-    api = ag.create_rest_api(name=f"partner-api-{suffix}")["id"]
-    root = next(r["id"] for r in ag.get_resources(restApiId=api)["items"] if r["path"] == "/")
-    ag.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE", apiKeyRequired=True)
-    ag.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK",
-                       requestTemplates={"application/json": '{"statusCode": 200}'})
-    ag.put_method_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200")
-    ag.put_integration_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200",
-                                responseTemplates={"application/json": '{"ok": true}'})
-    ag.create_deployment(restApiId=api, stageName="prod")
+    api = create_stage(ag, f"partner-api-{suffix}")
 
     step(2, "creating a usage plan (5 rps, burst 10, 1000 a day) and the partner's first key")
-    plan = ag.create_usage_plan(name=f"partner-plan-{suffix}", apiStages=[{"apiId": api, "stage": "prod"}],
-                                throttle={"rateLimit": 5.0, "burstLimit": 10},
-                                quota={"limit": 1000, "period": "DAY"})["id"]
+    plan = create_plan(ag, f"partner-plan-{suffix}", api)
     first = ag.create_api_key(name=f"partner-a-first-{suffix}", enabled=True, description="Partner A",
                               customerId="partner-a")
     ag.create_usage_plan_key(usagePlanId=plan, keyId=first["id"], keyType="API_KEY")

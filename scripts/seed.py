@@ -16,6 +16,27 @@ import time
 from rotate import clients
 
 
+def create_stage(ag, name):
+    """A REST API whose GET / needs an API key (MOCK integration), deployed to stage prod."""
+    api = ag.create_rest_api(name=name)["id"]
+    root = next(r["id"] for r in ag.get_resources(restApiId=api)["items"] if r["path"] == "/")
+    ag.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE", apiKeyRequired=True)
+    ag.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK",
+                       requestTemplates={"application/json": '{"statusCode": 200}'})
+    ag.put_method_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200")
+    ag.put_integration_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200",
+                                responseTemplates={"application/json": '{"ok": true}'})
+    ag.create_deployment(restApiId=api, stageName="prod")
+    return api
+
+
+def create_plan(ag, name, api):
+    """A usage plan (5 rps, burst 10, 1000 a day) covering the API's prod stage."""
+    return ag.create_usage_plan(name=name, apiStages=[{"apiId": api, "stage": "prod"}],
+                                throttle={"rateLimit": 5.0, "burstLimit": 10},
+                                quota={"limit": 1000, "period": "DAY"})["id"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoint", required=True)
@@ -25,18 +46,8 @@ def main():
     n = time.strftime("%H%M%S")
     name = f"example-partner-{n}"
 
-    api = ag.create_rest_api(name=f"{name}-api")["id"]
-    root = next(r["id"] for r in ag.get_resources(restApiId=api)["items"] if r["path"] == "/")
-    ag.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE", apiKeyRequired=True)
-    ag.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK",
-                       requestTemplates={"application/json": '{"statusCode": 200}'})
-    ag.put_method_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200")
-    ag.put_integration_response(restApiId=api, resourceId=root, httpMethod="GET", statusCode="200",
-                                responseTemplates={"application/json": '{"ok": true}'})
-    ag.create_deployment(restApiId=api, stageName="prod")
-    plan = ag.create_usage_plan(name=f"{name}-plan", apiStages=[{"apiId": api, "stage": "prod"}],
-                                throttle={"rateLimit": 5.0, "burstLimit": 10},
-                                quota={"limit": 1000, "period": "DAY"})["id"]
+    api = create_stage(ag, f"{name}-api")
+    plan = create_plan(ag, f"{name}-plan", api)
     key = ag.create_api_key(name=name, enabled=True, description=f"{name}'s first key")
     ag.create_usage_plan_key(usagePlanId=plan, keyId=key["id"], keyType="API_KEY")
     secret = f"api-keys/{name}"

@@ -200,12 +200,6 @@ impl SecretValue {
     }
 }
 
-/// The key id of any value this function may find in a version (current, previous, pending),
-/// or `None` when that version holds no key.
-pub fn key_id_of(raw: Option<&str>) -> StepResult<Option<String>> {
-    Ok(CurrentValue::parse(raw)?.key_id)
-}
-
 /// The record: a list of at most `MAX_OWNED_KEY_IDS` key ids (API Gateway's ids are short
 /// alphanumeric strings). Anything else is a configuration error: the value was not written by
 /// this function, and nothing is acted on.
