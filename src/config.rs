@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::error::{Failure, StepResult};
+use crate::finding::{first_error, Code, Finding};
 
 pub const TAG_KEY_NAME: &str = "KeyName";
 pub const TAG_USAGE_PLAN: &str = "UsagePlan";
@@ -275,6 +276,47 @@ pub fn api_gateway_accepts_tag(key: &str, value: &str) -> bool {
         && !key.to_ascii_lowercase().starts_with("aws:")
 }
 
+/// The UsagePlan tag's ids, deduplicated, each allowed by ALLOWED_USAGE_PLAN_IDS.
+fn plan_ids(
+    raw: &str,
+    function: &FunctionConfig,
+    findings: &mut Vec<Finding>,
+) -> Option<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for id in raw.split(',').map(str::trim) {
+        if check_plan_id(id).is_err() {
+            findings.push(Finding::error(
+                Code::UsagePlanInvalid,
+                format!("the UsagePlan tag holds {id:?}, which is not a usage plan id (comma-separated ids expected)"),
+                "set UsagePlan to comma-separated usage plan ids",
+            ));
+            return None;
+        }
+        if !ids.iter().any(|p| p == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    if let Some(allowed) = &function.allowed_usage_plan_ids {
+        let refused: Vec<&str> = ids
+            .iter()
+            .filter(|p| !allowed.contains(*p))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() {
+            findings.push(Finding::error(
+                Code::UsagePlanNotAllowed,
+                format!(
+                    "usage plan(s) {} are not in ALLOWED_USAGE_PLAN_IDS",
+                    refused.join(", ")
+                ),
+                "add the plans to the function's ALLOWED_USAGE_PLAN_IDS, or tag the secret with an allowed plan",
+            ));
+            return None;
+        }
+    }
+    Some(ids)
+}
+
 /// A secret's configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationSettings {
@@ -289,63 +331,92 @@ pub struct RotationSettings {
 }
 
 impl RotationSettings {
-    /// Validates the secret's tags against the function's configuration. Plans' existence and
-    /// the TestUrl host rule need AWS calls and are checked by the rotation before any change.
+    /// Validates the secret's tags against the function's configuration: the first error, as a
+    /// step fails with it. Plans' existence and the TestUrl host rule need AWS calls and are
+    /// checked by the rotation (`rotation::validate`) before any change.
     pub fn from_tags(
         tags: &[(String, String)],
         function: &FunctionConfig,
     ) -> StepResult<RotationSettings> {
+        let (settings, findings) = Self::check_tags(tags, function);
+        match (settings, first_error(&findings)) {
+            (Some(s), None) => Ok(s),
+            (_, Some(failure)) => Err(failure),
+            (None, None) => Err(Failure::config("the secret's tags are not valid")),
+        }
+    }
+
+    /// Every rule on the secret's tags, each finding reported: the settings when no rule found
+    /// an error. `check` reports them all; the steps fail with the first error.
+    pub fn check_tags(
+        tags: &[(String, String)],
+        function: &FunctionConfig,
+    ) -> (Option<RotationSettings>, Vec<Finding>) {
+        let mut findings = Vec::new();
         let tag = |name: &str| {
             tags.iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.trim().to_owned())
         };
-        let key_name = tag(TAG_KEY_NAME)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Failure::config("the secret has no KeyName tag"))?;
-        if key_name.chars().count() > 128 || key_name.chars().any(char::is_control) {
-            return Err(Failure::config(
-                "the KeyName tag must be at most 128 printable characters",
-            ));
-        }
-        let plans_raw = tag(TAG_USAGE_PLAN)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| Failure::config("the secret has no UsagePlan tag"))?;
-        let mut usage_plan_ids: Vec<String> = Vec::new();
-        for id in plans_raw.split(',').map(str::trim) {
-            if check_plan_id(id).is_err() {
-                return Err(Failure::config(format!(
-                    "the UsagePlan tag holds {id:?}, which is not a usage plan id (comma-separated ids expected)"
-                )));
+        let key_name = match tag(TAG_KEY_NAME).filter(|v| !v.is_empty()) {
+            None => {
+                findings.push(Finding::error(
+                    Code::KeyNameMissing,
+                    "the secret has no KeyName tag",
+                    "tag the secret with KeyName=<the partner's key name>",
+                ));
+                None
             }
-            if !usage_plan_ids.iter().any(|p| p == id) {
-                usage_plan_ids.push(id.to_owned());
+            Some(k) if k.chars().count() > 128 || k.chars().any(char::is_control) => {
+                findings.push(Finding::error(
+                    Code::KeyNameInvalid,
+                    "the KeyName tag must be at most 128 printable characters",
+                    "shorten the KeyName tag",
+                ));
+                None
             }
-        }
-        if let Some(allowed) = &function.allowed_usage_plan_ids {
-            let refused: Vec<&str> = usage_plan_ids
-                .iter()
-                .filter(|p| !allowed.contains(*p))
-                .map(String::as_str)
-                .collect();
-            if !refused.is_empty() {
-                return Err(Failure::config(format!(
-                    "usage plan(s) {} are not in ALLOWED_USAGE_PLAN_IDS",
-                    refused.join(", ")
-                )));
+            Some(k) => Some(k),
+        };
+        let usage_plan_ids = match tag(TAG_USAGE_PLAN).filter(|v| !v.is_empty()) {
+            None => {
+                findings.push(Finding::error(
+                    Code::UsagePlanMissing,
+                    "the secret has no UsagePlan tag",
+                    "tag the secret with UsagePlan=<usage plan id>[,<another>]",
+                ));
+                None
             }
-        }
+            Some(raw) => plan_ids(&raw, function, &mut findings),
+        };
         let old_key_action = match tag(TAG_OLD_KEY_ACTION) {
-            Some(v) if !v.is_empty() => OldKeyAction::parse(&v).ok_or_else(|| {
-                Failure::config(
-                    "the OldKeyAction tag must be one of delete, disable, keep-previous",
-                )
-            })?,
-            _ => function.default_old_key_action,
+            Some(v) if !v.is_empty() => {
+                let action = OldKeyAction::parse(&v);
+                if action.is_none() {
+                    findings.push(Finding::error(
+                        Code::OldKeyActionInvalid,
+                        "the OldKeyAction tag must be one of delete, disable, keep-previous",
+                        "set OldKeyAction to delete, disable or keep-previous, or remove it for the function's default",
+                    ));
+                }
+                action
+            }
+            _ => Some(function.default_old_key_action),
         };
         let test_url = match tag(TAG_TEST_URL) {
-            Some(v) if !v.is_empty() => Some(TestUrl::parse(&v, &function.allowed_test_url_hosts)?),
-            _ => None,
+            Some(v) if !v.is_empty() => {
+                match TestUrl::parse(&v, &function.allowed_test_url_hosts) {
+                    Ok(url) => Some(Some(url)),
+                    Err(failure) => {
+                        findings.push(Finding::error(
+                        Code::TestUrlInvalid,
+                        failure.cause,
+                        "set TestUrl to an https URL without credentials (plain http only on loopback)",
+                    ));
+                        None
+                    }
+                }
+            }
+            _ => Some(None),
         };
         let mut key_tags = BTreeMap::new();
         let mut skipped_tags = Vec::new();
@@ -365,23 +436,41 @@ impl RotationSettings {
             if api_gateway_accepts_tag(k, v) {
                 key_tags.insert(k.clone(), v.clone());
             } else {
+                findings.push(Finding::warning(
+                    Code::TagNotCopied,
+                    format!("the tag {k} is not copied onto the keys: API Gateway cannot take its key or value"),
+                    "use letters, digits and + - = . _ : / in tags meant for the key",
+                ));
                 skipped_tags.push(k.clone());
             }
         }
         if key_tags.len() > MAX_COPIED_TAGS {
-            return Err(Failure::config(format!(
-                "the secret has {} tags to copy onto the key; API Gateway takes at most {MAX_COPIED_TAGS} besides the function's own",
-                key_tags.len()
-            )));
+            findings.push(Finding::error(
+                Code::TooManyKeyTags,
+                format!(
+                    "the secret has {} tags to copy onto the key; API Gateway takes at most {MAX_COPIED_TAGS} besides the function's own",
+                    key_tags.len()
+                ),
+                "remove tags from the secret",
+            ));
         }
-        Ok(RotationSettings {
-            key_name,
-            usage_plan_ids,
-            old_key_action,
-            test_url,
-            key_tags,
-            skipped_tags,
-        })
+        if findings.iter().any(Finding::is_error) {
+            return (None, findings);
+        }
+        let settings = match (key_name, usage_plan_ids, old_key_action, test_url) {
+            (Some(key_name), Some(usage_plan_ids), Some(old_key_action), Some(test_url)) => {
+                Some(RotationSettings {
+                    key_name,
+                    usage_plan_ids,
+                    old_key_action,
+                    test_url,
+                    key_tags,
+                    skipped_tags,
+                })
+            }
+            _ => None,
+        };
+        (settings, findings)
     }
 
     /// The name of the key a token makes, so that a retry finds it.

@@ -106,6 +106,12 @@ fn required_string<'a>(payload: &'a Value, field: &str) -> Result<&'a str, Failu
     }
 }
 
+/// A secret name or ARN as Secrets Manager takes one: the event's SecretId and the operator
+/// commands' arguments alike.
+pub fn is_secret_id(id: &str) -> bool {
+    !id.trim().is_empty() && id.len() <= 2048 && !id.chars().any(char::is_control)
+}
+
 fn invalid(cause: String) -> Failure {
     Failure::new(ErrorKind::InvalidEvent, cause)
 }
@@ -124,7 +130,7 @@ impl RotationEvent {
             )
         })?;
         let secret_id = required_string(payload, "SecretId")?;
-        if secret_id.len() > 2048 || secret_id.chars().any(char::is_control) {
+        if !is_secret_id(secret_id) {
             return Err(invalid("SecretId is not a secret name or ARN".to_owned()));
         }
         let token = required_string(payload, "ClientRequestToken")?;

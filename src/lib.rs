@@ -6,11 +6,14 @@
 //! inside its deadline (`deadline`), which bounds every call the adapters and the probe make.
 
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod event;
+pub mod finding;
 pub mod metrics;
+pub mod ops;
 pub mod ports;
 pub mod probe;
 pub mod rotation;

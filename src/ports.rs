@@ -23,6 +23,21 @@ pub struct SecretMetadata {
     /// Version id → staging labels.
     pub versions: BTreeMap<String, Vec<String>>,
     pub tags: Vec<(String, String)>,
+    /// How the secret rotates, as DescribeSecret reports it.
+    pub rotation: RotationInfo,
+    /// Seconds since the epoch when the secret was scheduled for deletion.
+    pub deleted: Option<i64>,
+}
+
+/// A secret's rotation configuration and history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RotationInfo {
+    pub lambda_arn: Option<String>,
+    /// `rate(30 days)`, `cron(...)`, or `every N days` from AutomaticallyAfterDays.
+    pub schedule: Option<String>,
+    /// Seconds since the epoch.
+    pub last_rotated: Option<i64>,
+    pub next_rotation: Option<i64>,
 }
 
 impl SecretMetadata {
@@ -86,6 +101,35 @@ pub trait SecretStore: Send + Sync {
         to: Option<&str>,
         from: Option<&str>,
     ) -> Result<(), AwsError>;
+}
+
+/// What the operator commands read besides what the rotation reads.
+#[async_trait]
+pub trait SecretCatalog: Send + Sync {
+    /// The ARNs of the secrets that carry `tag_key`, whose names start with `name_prefix` when
+    /// one is given (ListSecrets with filters, every page).
+    async fn list_secrets(
+        &self,
+        tag_key: &str,
+        name_prefix: Option<&str>,
+    ) -> Result<Vec<String>, AwsError>;
+    /// Version id → created (seconds since the epoch) of the versions that carry a label.
+    async fn version_dates(&self, secret_id: &str) -> Result<BTreeMap<String, i64>, AwsError>;
+}
+
+/// A Lambda function's settings, as GetFunctionConfiguration reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FunctionSettings {
+    pub environment: BTreeMap<String, String>,
+    pub timeout_seconds: Option<u32>,
+}
+
+#[async_trait]
+pub trait FunctionReader: Send + Sync {
+    /// `Ok(None)` when the function does not exist; an error when it cannot be read (no
+    /// permission included).
+    async fn function_settings(&self, function: &str)
+        -> Result<Option<FunctionSettings>, AwsError>;
 }
 
 /// A usage plan and the API stages it covers.

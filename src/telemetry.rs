@@ -32,3 +32,19 @@ pub fn init() {
             .init();
     }
 }
+
+/// The operator commands' logs: text on stderr, warnings and errors unless `RUST_LOG` says
+/// otherwise, so that stdout holds the report alone.
+pub fn init_cli() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| EnvFilter::try_new(l).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -14,10 +14,12 @@ use crate::config::env_millis;
 use crate::error::{AwsError, Failure, StepResult};
 
 pub mod gateway;
+pub mod lambda;
 pub mod secrets;
 pub mod throttle;
 
 pub use gateway::AwsKeyGateway;
+pub use lambda::AwsFunctionReader;
 pub use secrets::AwsSecretStore;
 pub use throttle::{CallPolicy, Refusal};
 

@@ -4,13 +4,16 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::{config, Client};
 
 use super::throttle::{CallOverride, CallPolicy};
 use super::{aws_error, policy_of};
 use crate::error::AwsError;
 use crate::event::RotationToken;
-use crate::ports::{SecretMetadata, SecretStore, SecretText, VersionRef};
+use crate::ports::{
+    RotationInfo, SecretCatalog, SecretMetadata, SecretStore, SecretText, VersionRef,
+};
 
 #[derive(Debug, Clone)]
 pub struct AwsSecretStore {
@@ -85,6 +88,18 @@ impl SecretStore for AwsSecretStore {
                     ))
                 })
                 .collect(),
+            rotation: RotationInfo {
+                lambda_arn: out.rotation_lambda_arn().map(str::to_owned),
+                schedule: out.rotation_rules().and_then(|r| {
+                    r.schedule_expression().map(str::to_owned).or_else(|| {
+                        r.automatically_after_days()
+                            .map(|d| format!("every {d} days"))
+                    })
+                }),
+                last_rotated: out.last_rotated_date().map(|d| d.secs()),
+                next_rotation: out.next_rotation_date().map(|d| d.secs()),
+            },
+            deleted: out.deleted_date().map(|d| d.secs()),
         }))
     }
 
@@ -165,5 +180,88 @@ impl SecretStore for AwsSecretStore {
             .await
             .map(|_| ())
             .map_err(|e| aws_error("UpdateSecretVersionStage", &e))
+    }
+}
+
+#[async_trait]
+impl SecretCatalog for AwsSecretStore {
+    async fn list_secrets(
+        &self,
+        tag_key: &str,
+        name_prefix: Option<&str>,
+    ) -> Result<Vec<String>, AwsError> {
+        let mut filters = vec![Filter::builder()
+            .key(FilterNameStringType::TagKey)
+            .values(tag_key)
+            .build()];
+        if let Some(prefix) = name_prefix {
+            filters.push(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(prefix)
+                    .build(),
+            );
+        }
+        let mut arns = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .policy
+                .send("ListSecrets", |o| {
+                    self.client
+                        .list_secrets()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .customize()
+                        .config_override(overrides(o))
+                        .send()
+                })
+                .await
+                .map_err(|e| aws_error("ListSecrets", &e))?;
+            // The name filter matches a prefix of the name; keep exactly those.
+            arns.extend(
+                out.secret_list()
+                    .iter()
+                    .filter(|s| {
+                        name_prefix.is_none_or(|p| s.name().is_some_and(|n| n.starts_with(p)))
+                    })
+                    .filter_map(|s| s.arn().map(str::to_owned)),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() && Some(t) != next.as_deref() => next = Some(t.to_owned()),
+                _ => return Ok(arns),
+            }
+        }
+    }
+
+    async fn version_dates(&self, secret_id: &str) -> Result<BTreeMap<String, i64>, AwsError> {
+        let mut dates = BTreeMap::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .policy
+                .send("ListSecretVersionIds", |o| {
+                    self.client
+                        .list_secret_version_ids()
+                        .secret_id(secret_id)
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .customize()
+                        .config_override(overrides(o))
+                        .send()
+                })
+                .await
+                .map_err(|e| aws_error("ListSecretVersionIds", &e))?;
+            for v in out.versions() {
+                if let (Some(id), Some(created)) = (v.version_id(), v.created_date()) {
+                    dates.insert(id.to_owned(), created.secs());
+                }
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() && Some(t) != next.as_deref() => next = Some(t.to_owned()),
+                _ => return Ok(dates),
+            }
+        }
     }
 }

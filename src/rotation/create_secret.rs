@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ownership::{prefix_of, tie, Holdings, Search};
-use super::{check_not_stale, Rotator, StepCtx, TokenState};
+use super::{check_not_stale, validate, Rotator, StepCtx, TokenState};
 use crate::config::{RotationSettings, TIE_TAG};
 use crate::error::{Failure, StepResult};
 use crate::metrics::{self, Effect};
@@ -46,7 +46,14 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         let plans = self.load_plans(&settings).await?;
         self.check_test_url(&settings, Some(&plans)).await?;
         let holdings = self.holdings_at_create(ctx, &settings, &current).await?;
-        let current_key = Self::current_key(&current, &holdings)?;
+        let current_key = match validate::current_key(&current, &holdings) {
+            (_, Some(finding)) if finding.is_error() => return Err(finding.into()),
+            (key, Some(finding)) => {
+                tracing::warn!(code = %finding.code, "{}", finding.message);
+                key
+            }
+            (key, None) => key,
+        };
         for tag in &settings.skipped_tags {
             tracing::warn!(tag_key = %tag, "tag not copied: API Gateway cannot take its key or value");
         }
@@ -155,30 +162,6 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             tracing::warn!(key_id = %id, "the record names a key that is neither tied to the secret nor held by a labelled version; it is left alone");
         }
         Ok(holdings)
-    }
-
-    /// The key the AWSCURRENT value names, checked: it must exist when adopted, and must not
-    /// belong to another secret.
-    fn current_key(current: &CurrentValue, holdings: &Holdings) -> StepResult<Option<ApiKey>> {
-        let Some(id) = &current.key_id else {
-            return Ok(None);
-        };
-        if let Some(arn) = holdings.foreign.get(id) {
-            return Err(Failure::config(format!(
-                "key {id} belongs to another secret ({arn}); refusing to rotate it"
-            )));
-        }
-        // The search looked the current key up: what it did not find does not exist.
-        let Some(key) = holdings.owned.get(id).cloned() else {
-            if current.adopting {
-                return Err(Failure::config(format!(
-                    "the AWSCURRENT value names key {id}, which does not exist"
-                )));
-            }
-            tracing::warn!(key_id = %id, "the current key no longer exists; rotating to a new one");
-            return Ok(None);
-        };
-        Ok(Some(key))
     }
 
     /// Finds the key this token already made, or makes it. When an earlier try made more than

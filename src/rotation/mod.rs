@@ -1,26 +1,26 @@
 //! The four rotation steps. Every step starts with the same checks on the secret's metadata, in
 //! the style of AWS's rotation template; then each step is safe to repeat at any point.
 
-use std::collections::BTreeSet;
-
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::config::{FunctionConfig, RotationSettings};
 use crate::error::{Error, Failure, StepResult};
 use crate::event::{EventLabels, RotationEvent, Step};
+use crate::finding::first_error;
 use crate::metrics::{self, Effect, Invocation, Retired};
 use crate::ports::{
     KeyGateway, Prober, SecretMetadata, SecretStore, SecretText, UsagePlan, VersionRef, AWSCURRENT,
-    AWSPENDING, AWSPREVIOUS,
+    AWSPENDING,
 };
 use crate::secret::SecretValue;
 
 mod create_secret;
 mod finish_secret;
-mod ownership;
+pub(crate) mod ownership;
 mod set_secret;
 mod test_secret;
+pub(crate) mod validate;
 
 /// Every AWS call each step can make, by operation name (happy path or not). The fault matrix
 /// takes its rows from this list, and the end-to-end tests fail when a step makes a call that
@@ -213,37 +213,16 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     }
 
     /// Fetches every configured usage plan, checking that each exists and that no two cover the
-    /// same API stage (API Gateway refuses a key in two such plans).
+    /// same API stage (API Gateway refuses a key in two such plans); the first error found.
     pub(crate) async fn load_plans(
         &self,
         settings: &RotationSettings,
     ) -> StepResult<Vec<UsagePlan>> {
-        let mut plans = Vec::with_capacity(settings.usage_plan_ids.len());
-        for id in &settings.usage_plan_ids {
-            let plan = self
-                .keys
-                .get_usage_plan(id)
-                .await?
-                .ok_or_else(|| Failure::config(format!("usage plan {id} does not exist")))?;
-            plans.push(plan);
+        let (plans, findings) = self.check_plans(settings).await?;
+        match first_error(&findings) {
+            Some(failure) => Err(failure),
+            None => Ok(plans),
         }
-        let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for plan in &plans {
-            for (api, stage) in &plan.api_stages {
-                if !seen.insert((api, stage)) {
-                    return Err(Failure::config(format!(
-                        "usage plans {} both cover API {api} stage {stage}; API Gateway refuses a key in two such plans",
-                        plans
-                            .iter()
-                            .filter(|p| p.api_stages.iter().any(|(a, s)| a == api && s == stage))
-                            .map(|p| p.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" and ")
-                    )));
-                }
-            }
-        }
-        Ok(plans)
     }
 
     /// Validates the TestUrl host rule, fetching plans only when the host is not allow-listed.
@@ -258,11 +237,14 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         if url.host_allowed {
             return Ok(());
         }
-        let api_ids = match plans {
-            Some(plans) => UsagePlan::api_ids(plans),
-            None => UsagePlan::api_ids(&self.load_plans(settings).await?),
+        let plans = match plans {
+            Some(plans) => plans.to_vec(),
+            None => self.load_plans(settings).await?,
         };
-        url.check_host(&api_ids)
+        match validate::test_url_host(settings, &plans) {
+            Some(finding) => Err(finding.into()),
+            None => Ok(()),
+        }
     }
 
     /// Detaches a key from every plan it is on, then deletes it. Safe to repeat.
@@ -279,26 +261,17 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     }
 }
 
-/// A pending value is carried on only while AWSCURRENT is where createSecret found it. When it
-/// moved since (a roll-back, a value written by hand), promoting this version would undo that.
+/// A pending value is carried on only while AWSCURRENT is where createSecret found it
+/// (`validate::stale_pending`).
 pub(crate) fn check_not_stale(
     meta: &SecretMetadata,
     value: &SecretValue,
     token: &str,
 ) -> StepResult<()> {
-    let Some(from) = &value.rotated_from else {
-        return Ok(());
-    };
-    let current = meta.version_with(AWSCURRENT);
-    if from.as_deref() == current {
-        return Ok(());
+    match validate::stale_pending(meta, value, token) {
+        Some(finding) => Err(finding.into()),
+        None => Ok(()),
     }
-    Err(Failure::state(format!(
-        "AWSCURRENT has moved since createSecret wrote this version (it was on {}, it is on {}), so the version is not promoted. Remove AWSPENDING from it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again",
-        from.as_deref().unwrap_or("no version"),
-        current.unwrap_or("no version"),
-        meta.name
-    )))
 }
 
 /// The checks every step makes first.
@@ -319,13 +292,8 @@ pub(crate) fn check_token(meta: &SecretMetadata, token: &str) -> StepResult<Toke
             "the token's version is neither AWSPENDING nor AWSCURRENT",
         ));
     }
-    // A version that is AWSPREVIOUS as well was current once and rolled back from: promoting it
-    // again would undo the roll-back and retire the key clients went back to.
-    if meta.has_stage(token, AWSPREVIOUS) {
-        return Err(Failure::state(format!(
-            "the token's version {token} is AWSPREVIOUS as well as AWSPENDING: AWSCURRENT was rolled back from it, so it is not promoted again. Finish the roll-back by removing AWSPENDING from it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {token}), then rotate again",
-            meta.name
-        )));
+    if let Some(finding) = validate::rolled_back_pending(meta, token) {
+        return Err(finding.into());
     }
     Ok(TokenState::Pending)
 }

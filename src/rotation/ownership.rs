@@ -113,12 +113,35 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     /// Finds the secret's keys: one listing per prefix (or of every key), then a look-up of each
     /// id that no listing showed. Classifies each key by its evidence.
     pub(crate) async fn find_owned(&self, arn: &str, search: &Search) -> StepResult<Holdings> {
+        self.find_owned_in(arn, search, None).await
+    }
+
+    /// The same, over `listing` (every key in the account, read once and shared by the
+    /// operator commands across secrets) when one is given: every key tied to the secret in it
+    /// is found too, whatever its name.
+    pub(crate) async fn find_owned_in(
+        &self,
+        arn: &str,
+        search: &Search,
+        listing: Option<&[ApiKey]>,
+    ) -> StepResult<Holdings> {
+        let everything = search.everything || listing.is_some();
         let mut holdings = Holdings {
-            listed_everything: search.everything,
+            listed_everything: everything,
             ..Holdings::default()
         };
         let mut seen: BTreeMap<String, ApiKey> = BTreeMap::new();
-        if search.everything {
+        if let Some(listing) = listing {
+            for key in listing {
+                let named = search
+                    .prefixes
+                    .iter()
+                    .any(|p| key.name.starts_with(p.as_str()));
+                if named || tie(key) == Some(arn) || search.ids.contains(&key.id) {
+                    seen.insert(key.id.clone(), key.clone());
+                }
+            }
+        } else if search.everything {
             for key in self.keys.list_all_keys().await? {
                 seen.insert(key.id.clone(), key);
             }
@@ -132,7 +155,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         }
         for id in &search.ids {
             // A listing of every key showed every key that exists.
-            if search.everything || seen.contains_key(id) || !is_key_id(id) {
+            if everything || seen.contains_key(id) || !is_key_id(id) {
                 continue;
             }
             if let Some(key) = self.keys.get_key(id).await? {

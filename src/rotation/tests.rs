@@ -567,6 +567,7 @@ fn the_step_call_list_matches_the_adapters() {
     let adapters = [
         include_str!("../aws/gateway.rs"),
         include_str!("../aws/secrets.rs"),
+        include_str!("../aws/lambda.rs"),
     ]
     .concat();
     let named: BTreeSet<&str> = adapters
@@ -577,11 +578,18 @@ fn the_step_call_list_matches_the_adapters() {
     let listed: BTreeSet<&str> = STEP_CALLS
         .iter()
         .flat_map(|(_, calls)| calls.iter().copied())
+        .chain(crate::ops::OPERATOR_CALLS.iter().copied())
         .collect();
     assert_eq!(
         named, listed,
-        "an adapter call missing from STEP_CALLS, or the reverse"
+        "an adapter call missing from STEP_CALLS (or OPERATOR_CALLS), or the reverse"
     );
+    for call in crate::ops::OPERATOR_CALLS {
+        assert!(
+            STEP_CALLS.iter().all(|(_, calls)| !calls.contains(call)),
+            "{call} is a step's call: the fault matrix must cover it"
+        );
+    }
     for step in Step::ALL {
         assert!(step_calls(step).contains(&"DescribeSecret"), "{step}");
     }

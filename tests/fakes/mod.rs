@@ -422,6 +422,7 @@ impl SecretStore for FakeSecrets {
                     .map(|(id, v)| (id.clone(), v.stages.iter().cloned().collect()))
                     .collect(),
                 tags: s.tags.clone(),
+                ..SecretMetadata::default()
             });
         Account::leave("DescribeSecret", lost, meta)
     }

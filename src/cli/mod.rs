@@ -1,0 +1,293 @@
+//! The operator commands: the same binary run without `AWS_LAMBDA_RUNTIME_API`. Arguments are
+//! validated before any AWS call; the work is `crate::ops`; the output is `render`. Logs go to
+//! stderr, the report to stdout, and no metric line is written.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::aws::{self, AwsFunctionReader, AwsKeyGateway, AwsSecretStore, SdkSettings};
+use crate::config::{FunctionConfig, TAG_KEY_NAME};
+use crate::event::is_secret_id;
+use crate::ops::{Operator, SettingsOverrides, Unreadable};
+use crate::ports::{KeyGateway, SecretCatalog};
+use crate::probe::HttpProber;
+use crate::rotation::Rotator;
+
+mod render;
+
+use render::{Entry, Report};
+
+/// Exit codes: the highest that applies wins.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNREADABLE: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "api-key-rotator",
+    version,
+    about = "Operator commands for the api-key-rotator Lambda: check a secret before enabling rotation, see every secret's keys and stages, clean up, roll back.",
+    after_help = "Uses the standard AWS credential chain and region, and AWS_ENDPOINT_URL. Never prints a key value. Exit codes: 0 success, 1 error findings or anything refused or failed, 2 usage error, 3 a secret or the account could not be read."
+)]
+struct Cli {
+    /// One JSON document on stdout instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The rotation function's settings; each defaults to the environment variable of the same
+/// name, then to the rotation function's own configuration.
+#[derive(Debug, Args)]
+struct SettingsArgs {
+    /// ALLOWED_USAGE_PLAN_IDS as the function has it (comma-separated).
+    #[arg(
+        long,
+        global = true,
+        value_name = "IDS",
+        env = "ALLOWED_USAGE_PLAN_IDS"
+    )]
+    allowed_usage_plan_ids: Option<String>,
+    /// ALLOWED_TEST_URL_HOSTS as the function has it (comma-separated).
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOSTS",
+        env = "ALLOWED_TEST_URL_HOSTS"
+    )]
+    allowed_test_url_hosts: Option<String>,
+    /// OLD_KEY_ACTION as the function has it.
+    #[arg(long, global = true, value_name = "ACTION", env = "OLD_KEY_ACTION")]
+    old_key_action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct Selection {
+    /// Secret names or ARNs.
+    #[arg(value_name = "SECRET", required_unless_present = "all", conflicts_with = "all", value_parser = secret_id)]
+    secrets: Vec<String>,
+    /// Every secret that carries a KeyName tag.
+    #[arg(long)]
+    all: bool,
+    /// With --all: only secrets whose names start with this.
+    #[arg(long, requires = "all", value_parser = secret_id)]
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Report everything that would make a rotation refuse, fail or go wrong. Changes nothing.
+    Check {
+        #[arg(value_name = "SECRET", required = true, value_parser = secret_id)]
+        secrets: Vec<String>,
+    },
+    /// Rotation settings, versions and stages, every key the secret owns with its role, and the
+    /// findings of `check`.
+    Status {
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// List the keys no version needs (and, with --all, keys of deleted secrets); retire them
+    /// with --apply.
+    Cleanup {
+        #[command(flatten)]
+        selection: Selection,
+        /// Retire the orphans (detach, then delete). Without it nothing changes.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Put the previous key back as current; prints the plan, and carries it out with --apply.
+    Rollback {
+        #[arg(value_name = "SECRET", value_parser = secret_id)]
+        secret: String,
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn secret_id(raw: &str) -> Result<String, String> {
+    if is_secret_id(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err("not a secret name or ARN".to_owned())
+    }
+}
+
+type AwsOperator = Operator<AwsSecretStore, AwsKeyGateway, HttpProber, AwsFunctionReader>;
+
+/// Runs the command line; the process's exit code.
+pub async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version print to stdout and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    let overrides = SettingsOverrides {
+        allowed_usage_plan_ids: cli.settings.allowed_usage_plan_ids.clone(),
+        allowed_test_url_hosts: cli.settings.allowed_test_url_hosts.clone(),
+        old_key_action: cli.settings.old_key_action.clone(),
+    };
+    // The settings given are validated before any call, by the function's own rules.
+    let given = |name: &str| match name {
+        "ALLOWED_USAGE_PLAN_IDS" => overrides.allowed_usage_plan_ids.clone(),
+        "ALLOWED_TEST_URL_HOSTS" => overrides.allowed_test_url_hosts.clone(),
+        "OLD_KEY_ACTION" => overrides.old_key_action.clone(),
+        _ => None,
+    };
+    if let Err(e) = FunctionConfig::from_lookup(&given) {
+        eprintln!("error: {}", e.cause);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let sdk_settings = match SdkSettings::from_lookup(&|name| std::env::var(name).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}", e.cause);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let sdk = aws::load_sdk_config(&sdk_settings).await;
+    let Some(region) = sdk.region().map(|r| r.to_string()) else {
+        eprintln!("error: no AWS region: set AWS_REGION (or a profile's region)");
+        return ExitCode::from(EXIT_UNREADABLE);
+    };
+    let operator: AwsOperator = Operator::new(
+        Rotator::new(
+            AwsSecretStore::new(&sdk),
+            AwsKeyGateway::new(&sdk),
+            HttpProber::new(Default::default()),
+            Ok(FunctionConfig::default()),
+        ),
+        AwsFunctionReader::new(&sdk),
+        overrides,
+        region,
+    );
+    let report = run(&operator, cli.command).await;
+    report.print(cli.json);
+    ExitCode::from(report.exit_code())
+}
+
+async fn run(op: &AwsOperator, command: Command) -> Report {
+    match command {
+        Command::Check { secrets } => {
+            let mut report = Report::new("check");
+            for input in secrets {
+                let entry = match op.inspect(&input, None).await {
+                    Ok(seen) => Entry::check(input, seen),
+                    Err(e) => Entry::unreadable(input, e),
+                };
+                report.push(entry);
+            }
+            report
+        }
+        Command::Status { selection } => {
+            let mut report = Report::new("status");
+            match select(op, &selection).await {
+                Err(e) => report.account_unreadable(e),
+                Ok((inputs, listing)) => {
+                    for input in &inputs {
+                        report.push(match op.inspect(input, listing.as_deref()).await {
+                            Ok(seen) => Entry::status(input.clone(), seen),
+                            Err(e) => Entry::unreadable(input.clone(), e),
+                        });
+                    }
+                    if let Some(listing) = &listing {
+                        report.listed_all();
+                        match op
+                            .deleted_secret_keys(listing, &live(&report, &inputs))
+                            .await
+                        {
+                            Ok(deleted) => report.deleted_secrets_status(deleted),
+                            Err(e) => report.account_unreadable(e),
+                        }
+                    }
+                }
+            }
+            report
+        }
+        Command::Cleanup { selection, apply } => {
+            let mut report = Report::new("cleanup");
+            match select(op, &selection).await {
+                Err(e) => report.account_unreadable(e),
+                Ok((inputs, listing)) => {
+                    for input in &inputs {
+                        report.push(match op.inspect(input, listing.as_deref()).await {
+                            Ok(seen) => {
+                                let outcome = op.cleanup(&seen, apply).await;
+                                Entry::cleanup(input.clone(), &seen, outcome, apply)
+                            }
+                            Err(e) => Entry::unreadable(input.clone(), e),
+                        });
+                    }
+                    if let Some(listing) = &listing {
+                        report.listed_all();
+                        match op
+                            .deleted_secret_keys(listing, &live(&report, &inputs))
+                            .await
+                        {
+                            Ok(deleted) => {
+                                for d in &deleted {
+                                    match op.cleanup_deleted(d, apply).await {
+                                        Ok(outcome) => {
+                                            report.deleted_secret_cleanup(d, outcome, apply)
+                                        }
+                                        Err(e) => report.account_unreadable(e),
+                                    }
+                                }
+                            }
+                            Err(e) => report.account_unreadable(e),
+                        }
+                    }
+                }
+            }
+            report
+        }
+        Command::Rollback { secret, apply } => {
+            let mut report = Report::new("rollback");
+            let entry = match op.inspect(&secret, None).await {
+                Ok(seen) => match op.rollback(&seen, apply).await {
+                    Ok(outcome) => Entry::rollback(secret, &seen, outcome, apply),
+                    Err(e) => Entry::unreadable(secret, e),
+                },
+                Err(e) => Entry::unreadable(secret, e),
+            };
+            report.push(entry);
+            report
+        }
+    }
+}
+
+/// The secrets named, or with `--all` every secret with a KeyName tag and the account's keys,
+/// listed once for all of them.
+async fn select(
+    op: &AwsOperator,
+    selection: &Selection,
+) -> Result<(Vec<String>, Option<Vec<crate::ports::ApiKey>>), Unreadable> {
+    if !selection.all {
+        return Ok((selection.secrets.clone(), None));
+    }
+    let secrets = op
+        .rotator
+        .secrets
+        .list_secrets(TAG_KEY_NAME, selection.prefix.as_deref())
+        .await?;
+    let listing = op.rotator.keys.list_all_keys().await?;
+    Ok((secrets, Some(listing)))
+}
+
+/// The secrets ListSecrets named, and the ARNs of those the report read.
+fn live(report: &Report, inputs: &[String]) -> BTreeSet<String> {
+    report
+        .secret_arns()
+        .into_iter()
+        .chain(inputs.iter().cloned())
+        .collect()
+}

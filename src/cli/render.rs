@@ -1,0 +1,557 @@
+//! The commands' output: one JSON document (`--json`, `schema_version` 1, documented in
+//! `docs/operator-commands.md` and only ever added to) or a readable table. Both are built from
+//! the same entries. Nothing here holds a key value or any of the user's own fields.
+
+use aws_smithy_types::date_time::{DateTime, Format};
+use serde_json::{json, Value};
+
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE};
+use crate::finding::Finding;
+use crate::ops::{
+    CleanupOutcome, DeletedSecretKeys, Inspection, KeyView, RollbackOutcome, RollbackStep,
+    Unreadable, VersionView,
+};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One secret's part of the report: its JSON, its lines of text, and its exit code.
+pub struct Entry {
+    json: Value,
+    text: Vec<String>,
+    exit: u8,
+    arn: Option<String>,
+}
+
+pub struct Report {
+    command: &'static str,
+    entries: Vec<Entry>,
+    extra: Vec<(&'static str, Value)>,
+    deleted: Vec<Value>,
+    text_tail: Vec<String>,
+    listed_all: bool,
+    exit: u8,
+}
+
+fn date(secs: Option<i64>) -> Value {
+    secs.and_then(|s| DateTime::from_secs(s).fmt(Format::DateTime).ok())
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+fn date_text(secs: Option<i64>) -> String {
+    match date(secs) {
+        Value::String(s) => s,
+        _ => "-".to_owned(),
+    }
+}
+
+fn findings_json(findings: &[Finding]) -> Value {
+    Value::Array(
+        findings
+            .iter()
+            .map(|f| {
+                json!({
+                    "code": f.code.as_str(),
+                    "severity": f.severity.as_str(),
+                    "message": f.message,
+                    "fix": f.fix,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn findings_text(findings: &[Finding], out: &mut Vec<String>) {
+    if findings.is_empty() {
+        out.push("  findings: none".to_owned());
+        return;
+    }
+    out.push("  findings:".to_owned());
+    for f in findings {
+        out.push(format!(
+            "    {:<7}  {}  {}",
+            f.severity.as_str(),
+            f.code,
+            f.message
+        ));
+        out.push(format!("             fix: {}", f.fix));
+    }
+}
+
+fn key_json(k: &KeyView) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "enabled": k.enabled,
+        "usage_plan_ids": k.usage_plan_ids,
+        "created": date(k.created),
+        "tie": k.tie,
+        "role": k.role.as_str(),
+    })
+}
+
+fn version_json(v: &VersionView) -> Value {
+    json!({
+        "id": v.id,
+        "stages": v.stages,
+        "created": date(v.created),
+        "key_id": v.key_id,
+    })
+}
+
+/// Rows as aligned columns, indented.
+fn table(indent: &str, header: &[&str], rows: &[Vec<String>], out: &mut Vec<String>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = indent.to_owned();
+        for (i, cell) in cells.iter().enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            s.push_str(&format!("{cell:<w$}  "));
+        }
+        s.trim_end().to_owned()
+    };
+    out.push(line(header.to_vec()));
+    for row in rows {
+        out.push(line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+fn keys_text(keys: &[KeyView], out: &mut Vec<String>) {
+    if keys.is_empty() {
+        out.push("  keys: none".to_owned());
+        return;
+    }
+    out.push("  keys:".to_owned());
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.clone(),
+                k.name.clone(),
+                k.role.as_str().to_owned(),
+                if k.enabled { "yes" } else { "no" }.to_owned(),
+                if k.usage_plan_ids.is_empty() {
+                    "-".to_owned()
+                } else {
+                    k.usage_plan_ids.join(",")
+                },
+                date_text(k.created),
+                k.tie.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    table(
+        "    ",
+        &["ID", "NAME", "ROLE", "ENABLED", "PLANS", "CREATED", "TIE"],
+        &rows,
+        out,
+    );
+}
+
+fn header(input: &str, seen: &Inspection) -> String {
+    if input == seen.meta.name || input == seen.meta.arn {
+        format!("{} ({})", seen.meta.name, seen.meta.arn)
+    } else {
+        format!("{input}: {} ({})", seen.meta.name, seen.meta.arn)
+    }
+}
+
+impl Entry {
+    fn base(input: &str, seen: &Inspection) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("input".into(), Value::String(input.to_owned()));
+        m.insert("secret".into(), Value::String(seen.meta.arn.clone()));
+        m
+    }
+
+    fn findings_exit(seen: &Inspection) -> u8 {
+        if seen.has_errors() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_OK
+        }
+    }
+
+    pub fn unreadable(input: String, e: Unreadable) -> Entry {
+        Entry {
+            text: vec![format!("{input}: cannot be read: {}", e.0)],
+            json: json!({"input": input, "secret": null, "error": e.0}),
+            exit: EXIT_UNREADABLE,
+            arn: None,
+        }
+    }
+
+    pub fn check(input: String, seen: Inspection) -> Entry {
+        let mut m = Self::base(&input, &seen);
+        m.insert("ok".into(), Value::Bool(!seen.has_errors()));
+        m.insert("findings".into(), findings_json(&seen.findings));
+        let mut text = vec![format!(
+            "{}: {}",
+            header(&input, &seen),
+            if seen.has_errors() { "NOT OK" } else { "ok" }
+        )];
+        findings_text(&seen.findings, &mut text);
+        Entry {
+            json: Value::Object(m),
+            text,
+            exit: Self::findings_exit(&seen),
+            arn: Some(seen.meta.arn.clone()),
+        }
+    }
+
+    pub fn status(input: String, seen: Inspection) -> Entry {
+        let r = &seen.meta.rotation;
+        let mut m = Self::base(&input, &seen);
+        m.insert("name".into(), Value::String(seen.meta.name.clone()));
+        m.insert(
+            "rotation_enabled".into(),
+            Value::Bool(seen.meta.rotation_enabled),
+        );
+        m.insert("rotation_lambda_arn".into(), json!(r.lambda_arn));
+        m.insert("rotation_schedule".into(), json!(r.schedule));
+        m.insert("last_rotated".into(), date(r.last_rotated));
+        m.insert("next_rotation".into(), date(r.next_rotation));
+        m.insert(
+            "versions".into(),
+            Value::Array(seen.versions.iter().map(version_json).collect()),
+        );
+        m.insert(
+            "keys".into(),
+            Value::Array(seen.keys.iter().map(key_json).collect()),
+        );
+        m.insert("findings".into(), findings_json(&seen.findings));
+        let mut text = vec![header(&input, &seen)];
+        text.push(format!(
+            "  rotation: {}; function {}; schedule {}; last rotated {}; next {}",
+            if seen.meta.rotation_enabled {
+                "enabled"
+            } else {
+                "not enabled"
+            },
+            r.lambda_arn.as_deref().unwrap_or("-"),
+            r.schedule.as_deref().unwrap_or("-"),
+            date_text(r.last_rotated),
+            date_text(r.next_rotation),
+        ));
+        text.push("  versions:".to_owned());
+        let rows: Vec<Vec<String>> = seen
+            .versions
+            .iter()
+            .map(|v| {
+                vec![
+                    v.id.clone(),
+                    v.stages.join(","),
+                    date_text(v.created),
+                    v.key_id.clone().unwrap_or_else(|| "-".to_owned()),
+                ]
+            })
+            .collect();
+        table(
+            "    ",
+            &["VERSION", "STAGES", "CREATED", "KEY"],
+            &rows,
+            &mut text,
+        );
+        keys_text(&seen.keys, &mut text);
+        findings_text(&seen.findings, &mut text);
+        Entry {
+            json: Value::Object(m),
+            text,
+            exit: Self::findings_exit(&seen),
+            arn: Some(seen.meta.arn.clone()),
+        }
+    }
+
+    pub fn cleanup(input: String, seen: &Inspection, out: CleanupOutcome, apply: bool) -> Entry {
+        let mut m = Self::base(&input, seen);
+        let mut text = vec![header(&input, seen)];
+        let exit = cleanup_into(&mut m, &mut text, &out, apply);
+        Entry {
+            json: Value::Object(m),
+            text,
+            exit,
+            arn: Some(seen.meta.arn.clone()),
+        }
+    }
+
+    pub fn rollback(input: String, seen: &Inspection, out: RollbackOutcome, apply: bool) -> Entry {
+        let mut m = Self::base(&input, seen);
+        m.insert("dry_run".into(), Value::Bool(!apply));
+        let mut text = vec![header(&input, seen)];
+        let steps: Vec<Value> = out
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut s = match step {
+                    RollbackStep::EnableKey { key_id } => json!({"key_id": key_id}),
+                    RollbackStep::AttachKey {
+                        key_id,
+                        usage_plan_id,
+                    } => json!({"key_id": key_id, "usage_plan_id": usage_plan_id}),
+                    RollbackStep::MoveCurrent { from, to } => {
+                        json!({"from_version": from, "to_version": to})
+                    }
+                    RollbackStep::RemovePending { version } => json!({"version": version}),
+                };
+                if let Value::Object(o) = &mut s {
+                    o.insert("action".into(), Value::String(step.action().to_owned()));
+                    o.insert("done".into(), Value::Bool(i < out.done));
+                }
+                s
+            })
+            .collect();
+        m.insert("steps".into(), Value::Array(steps));
+        m.insert("refused".into(), json!(out.refused));
+        m.insert(
+            "failed".into(),
+            Value::Array(out.failed.iter().map(|e| json!({"error": e})).collect()),
+        );
+        if let Some(why) = &out.refused {
+            text.push(format!("  refused: {why}"));
+        } else {
+            text.push(format!(
+                "  {}:",
+                if apply {
+                    "roll-back"
+                } else {
+                    "plan (dry run; --apply to carry it out)"
+                }
+            ));
+            for (i, step) in out.steps.iter().enumerate() {
+                let what = match step {
+                    RollbackStep::EnableKey { key_id } => format!("re-enable key {key_id}"),
+                    RollbackStep::AttachKey {
+                        key_id,
+                        usage_plan_id,
+                    } => format!("attach key {key_id} to usage plan {usage_plan_id}"),
+                    RollbackStep::MoveCurrent { from, to } => {
+                        format!("move AWSCURRENT from version {from} back to {to}")
+                    }
+                    RollbackStep::RemovePending { version } => {
+                        format!("remove AWSPENDING from version {version}")
+                    }
+                };
+                let mark = if !apply {
+                    "planned"
+                } else if i < out.done {
+                    "done"
+                } else {
+                    "not done"
+                };
+                text.push(format!("    {}. {what}  [{mark}]", i + 1));
+            }
+        }
+        if let Some(e) = &out.failed {
+            text.push(format!("  failed: {e}"));
+        }
+        let exit = if out.refused.is_some() || out.failed.is_some() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_OK
+        };
+        Entry {
+            json: Value::Object(m),
+            text,
+            exit,
+            arn: Some(seen.meta.arn.clone()),
+        }
+    }
+}
+
+/// A cleanup outcome into an entry's JSON and text; its exit code.
+fn cleanup_into(
+    m: &mut serde_json::Map<String, Value>,
+    text: &mut Vec<String>,
+    out: &CleanupOutcome,
+    apply: bool,
+) -> u8 {
+    m.insert("dry_run".into(), Value::Bool(!apply));
+    m.insert(
+        "orphans".into(),
+        Value::Array(
+            out.orphans
+                .iter()
+                .map(|o| json!({"id": o.id, "name": o.name, "reason": o.reason.as_str()}))
+                .collect(),
+        ),
+    );
+    m.insert("retired".into(), json!(out.retired));
+    m.insert(
+        "failed".into(),
+        Value::Array(
+            out.failed
+                .iter()
+                .map(|(id, e)| json!({"id": id, "error": e}))
+                .collect(),
+        ),
+    );
+    m.insert("refused".into(), json!(out.refused));
+    if out.orphans.is_empty() {
+        text.push("  orphans: none".to_owned());
+    } else {
+        text.push("  orphans:".to_owned());
+        for o in &out.orphans {
+            let state = if out.retired.contains(&o.id) {
+                "retired"
+            } else if out.failed.iter().any(|(id, _)| id == &o.id) {
+                "FAILED"
+            } else if apply {
+                "left"
+            } else {
+                "would retire (--apply)"
+            };
+            text.push(format!(
+                "    {}  {}  {}  {state}",
+                o.id,
+                o.name,
+                o.reason.as_str()
+            ));
+        }
+    }
+    if let Some(why) = &out.refused {
+        text.push(format!("  refused: {why}"));
+    }
+    for (id, e) in &out.failed {
+        text.push(format!("  failed: {id}: {e}"));
+    }
+    if out.refused.is_some() || !out.failed.is_empty() {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+impl Report {
+    pub fn new(command: &'static str) -> Report {
+        Report {
+            command,
+            entries: Vec::new(),
+            extra: Vec::new(),
+            deleted: Vec::new(),
+            text_tail: Vec::new(),
+            listed_all: false,
+            exit: EXIT_OK,
+        }
+    }
+
+    pub fn push(&mut self, entry: Entry) {
+        self.exit = self.exit.max(entry.exit);
+        self.entries.push(entry);
+    }
+
+    /// The report covers every secret (`--all`): it lists the keys of deleted secrets, if none.
+    pub fn listed_all(&mut self) {
+        self.listed_all = true;
+    }
+
+    pub fn secret_arns(&self) -> Vec<String> {
+        self.entries.iter().filter_map(|e| e.arn.clone()).collect()
+    }
+
+    /// The account (ListSecrets, the key listing) could not be read.
+    pub fn account_unreadable(&mut self, e: Unreadable) {
+        self.text_tail
+            .push(format!("the account could not be read: {}", e.0));
+        self.extra.push(("error", Value::String(e.0)));
+        self.exit = self.exit.max(EXIT_UNREADABLE);
+    }
+
+    pub fn deleted_secrets_status(&mut self, deleted: Vec<DeletedSecretKeys>) {
+        for d in &deleted {
+            self.text_tail.push(format!(
+                "keys of {} secret {}:",
+                if d.scheduled_for_deletion {
+                    "the scheduled-for-deletion"
+                } else {
+                    "the deleted"
+                },
+                d.secret
+            ));
+            keys_text(&d.keys, &mut self.text_tail);
+            self.deleted.push(json!({
+                "secret": d.secret,
+                "scheduled_for_deletion": d.scheduled_for_deletion,
+                "keys": d.keys.iter().map(key_json).collect::<Vec<_>>(),
+            }));
+        }
+    }
+
+    pub fn deleted_secret_cleanup(
+        &mut self,
+        d: &DeletedSecretKeys,
+        out: CleanupOutcome,
+        apply: bool,
+    ) {
+        let mut m = serde_json::Map::new();
+        m.insert("secret".into(), Value::String(d.secret.clone()));
+        m.insert(
+            "scheduled_for_deletion".into(),
+            Value::Bool(d.scheduled_for_deletion),
+        );
+        self.text_tail.push(format!(
+            "keys of the {} secret {}:",
+            if d.scheduled_for_deletion {
+                "scheduled-for-deletion"
+            } else {
+                "deleted"
+            },
+            d.secret
+        ));
+        let exit = cleanup_into(&mut m, &mut self.text_tail, &out, apply);
+        self.exit = self.exit.max(exit);
+        self.deleted.push(Value::Object(m));
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.exit
+    }
+
+    pub fn print(&self, as_json: bool) {
+        if as_json {
+            let mut doc = serde_json::Map::new();
+            doc.insert("schema_version".into(), json!(SCHEMA_VERSION));
+            doc.insert("command".into(), json!(self.command));
+            doc.insert(
+                "secrets".into(),
+                Value::Array(self.entries.iter().map(|e| e.json.clone()).collect()),
+            );
+            if self.listed_all {
+                doc.insert("deleted_secrets".into(), Value::Array(self.deleted.clone()));
+            }
+            for (k, v) in &self.extra {
+                doc.insert((*k).to_owned(), v.clone());
+            }
+            println!("{}", Value::Object(doc));
+            return;
+        }
+        let mut first = true;
+        for e in &self.entries {
+            if !first {
+                println!();
+            }
+            first = false;
+            for line in &e.text {
+                println!("{line}");
+            }
+        }
+        if !self.text_tail.is_empty() {
+            if !first {
+                println!();
+            }
+            for line in &self.text_tail {
+                println!("{line}");
+            }
+        }
+        if self.entries.is_empty() && self.text_tail.is_empty() {
+            println!("no secrets");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `cleanup`: retires the keys a secret owns that no version needs, through the code
+//! finishSecret uses (detach from every plan, then delete). It never races a rotation: it
+//! refuses a secret whose rotation is open, re-reads the secret before each delete, and skips
+//! every key a labelled version holds or is named after.
+
+use std::collections::BTreeSet;
+
+use super::inspect::{DeletedSecretKeys, Inspection, Role};
+use super::{Operator, Unreadable};
+use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
+
+/// Why a key is an orphan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanReason {
+    /// The secret owns it and no version needs it (an abandoned rotation, a duplicate).
+    NoVersionNeedsIt,
+    /// Its tie names a secret that no longer exists.
+    SecretDeleted,
+    /// Its tie names a secret scheduled for deletion: reported, never retired (the secret may
+    /// be restored).
+    SecretScheduledForDeletion,
+}
+
+impl OrphanReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanReason::NoVersionNeedsIt => "no-version-needs-it",
+            OrphanReason::SecretDeleted => "secret-deleted",
+            OrphanReason::SecretScheduledForDeletion => "secret-scheduled-for-deletion",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub id: String,
+    pub name: String,
+    pub reason: OrphanReason,
+}
+
+/// What `cleanup` found and did for one secret (or one deleted secret's keys).
+#[derive(Debug, Clone, Default)]
+pub struct CleanupOutcome {
+    pub orphans: Vec<Orphan>,
+    pub retired: Vec<String>,
+    /// Key id (or the secret, when the whole cleanup was refused) → why.
+    pub failed: Vec<(String, String)>,
+    /// Why nothing was retired, when the cleanup was refused.
+    pub refused: Option<String>,
+}
+
+impl<S, K, P, F> Operator<S, K, P, F>
+where
+    S: SecretStore + SecretCatalog,
+    K: KeyGateway,
+    P: Prober,
+    F: FunctionReader,
+{
+    /// The secret's orphans, retired with `apply`.
+    pub async fn cleanup(&self, seen: &Inspection, apply: bool) -> CleanupOutcome {
+        let mut out = CleanupOutcome {
+            orphans: seen
+                .keys
+                .iter()
+                .filter(|k| k.role == Role::Orphan)
+                .map(|k| Orphan {
+                    id: k.id.clone(),
+                    name: k.name.clone(),
+                    reason: OrphanReason::NoVersionNeedsIt,
+                })
+                .collect(),
+            ..CleanupOutcome::default()
+        };
+        if let Some(version) = seen.open_rotation() {
+            out.refused = Some(format!(
+                "a rotation is open on version {version}: cleanup does not race it; run it again once the rotation has finished or been cancelled"
+            ));
+            return out;
+        }
+        if !apply {
+            return out;
+        }
+        // Every key a labelled version is named after or holds is left alone, whatever happens.
+        let protected: BTreeSet<&str> = seen
+            .keys
+            .iter()
+            .filter(|k| k.role != Role::Orphan)
+            .map(|k| k.id.as_str())
+            .chain(seen.versions.iter().filter_map(|v| v.key_id.as_deref()))
+            .collect();
+        for orphan in &out.orphans {
+            if protected.contains(orphan.id.as_str())
+                || seen
+                    .meta
+                    .versions
+                    .keys()
+                    .any(|v| orphan.name.ends_with(v.as_str()))
+            {
+                continue;
+            }
+            // The secret is read again before each delete: a rotation that started since, or
+            // any label that moved, stops the cleanup.
+            match self.rotator.secrets.describe(&seen.meta.arn).await {
+                Ok(Some(now)) if now.versions == seen.meta.versions => {}
+                Ok(_) => {
+                    out.refused = Some(
+                        "the secret's versions changed during the cleanup (a rotation started?); the remaining keys were left alone: run cleanup again".to_owned(),
+                    );
+                    return out;
+                }
+                Err(e) => {
+                    out.failed.push((orphan.id.clone(), e.to_string()));
+                    return out;
+                }
+            }
+            match self
+                .rotator
+                .delete_key(&orphan.id, "cleanup: no version of the secret needs it")
+                .await
+            {
+                Ok(()) => out.retired.push(orphan.id.clone()),
+                Err(e) => out.failed.push((orphan.id.clone(), e.cause)),
+            }
+        }
+        out
+    }
+
+    /// The keys of a deleted secret, retired with `apply` once the secret is read again and
+    /// still does not exist. Keys of a secret scheduled for deletion are never retired.
+    pub async fn cleanup_deleted(
+        &self,
+        deleted: &DeletedSecretKeys,
+        apply: bool,
+    ) -> Result<CleanupOutcome, Unreadable> {
+        let reason = if deleted.scheduled_for_deletion {
+            OrphanReason::SecretScheduledForDeletion
+        } else {
+            OrphanReason::SecretDeleted
+        };
+        let mut out = CleanupOutcome {
+            orphans: deleted
+                .keys
+                .iter()
+                .map(|k| Orphan {
+                    id: k.id.clone(),
+                    name: k.name.clone(),
+                    reason,
+                })
+                .collect(),
+            ..CleanupOutcome::default()
+        };
+        if !apply || deleted.scheduled_for_deletion {
+            return Ok(out);
+        }
+        for orphan in &deleted.keys {
+            if self
+                .rotator
+                .secrets
+                .describe(&deleted.secret)
+                .await?
+                .is_some()
+            {
+                out.refused = Some(format!(
+                    "the secret {} exists again; its keys were left alone",
+                    deleted.secret
+                ));
+                return Ok(out);
+            }
+            match self
+                .rotator
+                .delete_key(&orphan.id, "cleanup: its secret no longer exists")
+                .await
+            {
+                Ok(()) => out.retired.push(orphan.id.clone()),
+                Err(e) => out.failed.push((orphan.id.clone(), e.cause)),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,158 @@
+//! The rules that need AWS calls or the secret's versions, each in one place: createSecret and
+//! the other steps fail with the first error they find, and the `check` and `status` commands
+//! (`crate::ops`) report every finding. The rules on the tags alone are
+//! `RotationSettings::check_tags`; those on a value's shape are in `crate::secret`.
+
+use std::collections::BTreeSet;
+
+use super::ownership::Holdings;
+use super::Rotator;
+use crate::config::RotationSettings;
+use crate::error::StepResult;
+use crate::finding::{Code, Finding};
+use crate::ports::{
+    ApiKey, KeyGateway, Prober, SecretMetadata, SecretStore, UsagePlan, AWSCURRENT, AWSPREVIOUS,
+};
+use crate::secret::{CurrentValue, SecretValue};
+
+impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
+    /// Fetches every configured usage plan: each must exist, and no two may cover the same API
+    /// stage (API Gateway refuses a key in two such plans). The plans found, and the findings.
+    pub(crate) async fn check_plans(
+        &self,
+        settings: &RotationSettings,
+    ) -> StepResult<(Vec<UsagePlan>, Vec<Finding>)> {
+        let mut plans = Vec::with_capacity(settings.usage_plan_ids.len());
+        let mut findings = Vec::new();
+        for id in &settings.usage_plan_ids {
+            match self.keys.get_usage_plan(id).await? {
+                Some(plan) => plans.push(plan),
+                None => findings.push(Finding::error(
+                    Code::UsagePlanNotFound,
+                    format!("usage plan {id} does not exist"),
+                    "tag the secret with the id of an existing usage plan (aws apigateway get-usage-plans)",
+                )),
+            }
+        }
+        let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for plan in &plans {
+            for (api, stage) in &plan.api_stages {
+                if !seen.insert((api, stage)) {
+                    findings.push(Finding::error(
+                        Code::UsagePlansOverlap,
+                        format!(
+                            "usage plans {} both cover API {api} stage {stage}; API Gateway refuses a key in two such plans",
+                            plans
+                                .iter()
+                                .filter(|p| p.api_stages.iter().any(|(a, s)| a == api && s == stage))
+                                .map(|p| p.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        ),
+                        "keep one of the plans that cover the stage in the UsagePlan tag",
+                    ));
+                }
+            }
+        }
+        Ok((plans, findings))
+    }
+}
+
+/// The TestUrl host rule: allow-listed, or the execute-api host of an API that one of the key's
+/// usage plans covers.
+pub(crate) fn test_url_host(settings: &RotationSettings, plans: &[UsagePlan]) -> Option<Finding> {
+    let url = settings.test_url.as_ref()?;
+    url.check_host(&UsagePlan::api_ids(plans)).err().map(|failure| {
+        Finding::error(
+            Code::TestUrlHostNotAllowed,
+            failure.cause,
+            "add the host to the function's ALLOWED_TEST_URL_HOSTS, or point TestUrl at a stage of an API the key's plans cover",
+        )
+    })
+}
+
+/// The key the AWSCURRENT value names, checked against what a search found: an adopted key must
+/// exist, and no key tied to another secret is taken. A full value whose key is gone is a
+/// warning: the rotation makes a new key.
+pub(crate) fn current_key(
+    current: &CurrentValue,
+    holdings: &Holdings,
+) -> (Option<ApiKey>, Option<Finding>) {
+    let Some(id) = &current.key_id else {
+        return (None, None);
+    };
+    if let Some(arn) = holdings.foreign.get(id) {
+        return (
+            None,
+            Some(Finding::error(
+                Code::CurrentKeyForeign,
+                format!("key {id} belongs to another secret ({arn}); refusing to rotate it"),
+                "give this secret a key of its own: write {\"api_key_id\": \"<its key id>\"} as its value",
+            )),
+        );
+    }
+    // The search looked the current key up: what it did not find does not exist.
+    match holdings.owned.get(id) {
+        Some(key) => (Some(key.clone()), None),
+        None if current.adopting => (
+            None,
+            Some(Finding::error(
+                Code::AdoptedKeyNotFound,
+                format!("the AWSCURRENT value names key {id}, which does not exist"),
+                "write the id of an existing key as the value ({\"api_key_id\": \"...\"}), or an empty value to start with a new key",
+            )),
+        ),
+        None => (
+            None,
+            Some(Finding::warning(
+                Code::CurrentKeyGone,
+                format!("the current key {id} no longer exists; the next rotation makes a new one"),
+                "rotate the secret so that its clients get a key that works",
+            )),
+        ),
+    }
+}
+
+/// A version that is AWSPREVIOUS as well as AWSPENDING was current once and rolled back from:
+/// promoting it again would undo the roll-back and retire the key clients went back to.
+pub(crate) fn rolled_back_pending(meta: &SecretMetadata, version: &str) -> Option<Finding> {
+    if !meta.has_stage(version, AWSPREVIOUS) || meta.has_stage(version, AWSCURRENT) {
+        return None;
+    }
+    Some(Finding::error(
+        Code::PendingRolledBack,
+        format!(
+            "the version {version} is AWSPREVIOUS as well as AWSPENDING: AWSCURRENT was rolled back from it, so it is not promoted again"
+        ),
+        format!(
+            "finish the roll-back by removing AWSPENDING from it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {version}), then rotate again",
+            meta.name
+        ),
+    ))
+}
+
+/// A pending value is carried on only while AWSCURRENT is where createSecret found it. When it
+/// moved since (a roll-back, a value written by hand), promoting this version would undo that.
+pub(crate) fn stale_pending(
+    meta: &SecretMetadata,
+    value: &SecretValue,
+    version: &str,
+) -> Option<Finding> {
+    let from = value.rotated_from.as_ref()?;
+    let current = meta.version_with(AWSCURRENT);
+    if from.as_deref() == current {
+        return None;
+    }
+    Some(Finding::error(
+        Code::PendingStale,
+        format!(
+            "AWSCURRENT has moved since createSecret wrote version {version} (it was on {}, it is on {}), so the version is not promoted",
+            from.as_deref().unwrap_or("no version"),
+            current.unwrap_or("no version"),
+        ),
+        format!(
+            "remove AWSPENDING from it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {version}), then rotate again",
+            meta.name
+        ),
+    ))
+}
