@@ -584,7 +584,7 @@ fn the_step_call_list_matches_the_adapters() {
         named, listed,
         "an adapter call missing from STEP_CALLS (or OPERATOR_CALLS), or the reverse"
     );
-    for call in crate::ops::OPERATOR_CALLS {
+    for call in &crate::ops::OPERATOR_CALLS {
         assert!(
             STEP_CALLS.iter().all(|(_, calls)| !calls.contains(call)),
             "{call} is a step's call: the fault matrix must cover it"
