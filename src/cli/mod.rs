@@ -202,7 +202,11 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                     if let Some(listing) = &listing {
                         report.listed_all();
                         match op
-                            .deleted_secret_keys(listing, &live(&report, &inputs))
+                            .deleted_secret_keys(
+                                listing,
+                                &live(&report, &inputs),
+                                selection.prefix.as_deref(),
+                            )
                             .await
                         {
                             Ok(deleted) => report.deleted_secrets_status(deleted),
@@ -230,7 +234,11 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                     if let Some(listing) = &listing {
                         report.listed_all();
                         match op
-                            .deleted_secret_keys(listing, &live(&report, &inputs))
+                            .deleted_secret_keys(
+                                listing,
+                                &live(&report, &inputs),
+                                selection.prefix.as_deref(),
+                            )
                             .await
                         {
                             Ok(deleted) => {

@@ -100,7 +100,7 @@ where
             }
             // The secret is read again before each delete: a rotation that started since, or
             // any label that moved, stops the cleanup.
-            match self.rotator.secrets.describe(&seen.meta.arn).await {
+            match self.read_secret(&seen.meta.arn).await {
                 Ok(Some(now)) if now.versions == seen.meta.versions => {}
                 Ok(_) => {
                     out.refused = Some(
@@ -109,7 +109,7 @@ where
                     return out;
                 }
                 Err(e) => {
-                    out.failed.push((orphan.id.clone(), e.to_string()));
+                    out.failed.push((orphan.id.clone(), e.0));
                     return out;
                 }
             }

@@ -140,7 +140,7 @@ where
         listing: Option<&[ApiKey]>,
     ) -> Result<Inspection, Unreadable> {
         let secrets = &self.rotator.secrets;
-        let meta = secrets.describe(secret_id).await?.ok_or_else(|| {
+        let meta = self.read_secret(secret_id).await?.ok_or_else(|| {
             Unreadable("the secret does not exist (or these credentials may not see it)".into())
         })?;
         let dates = secrets.version_dates(&meta.arn).await?;
@@ -349,6 +349,19 @@ where
         })
     }
 
+    /// DescribeSecret, keeping the versions that carry a label (as AWS reports them; an emulator
+    /// may list a version whose labels were all removed).
+    pub(crate) async fn read_secret(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<SecretMetadata>, Unreadable> {
+        let mut meta = self.rotator.secrets.describe(secret_id).await?;
+        if let Some(m) = meta.as_mut() {
+            m.versions.retain(|_, stages| !stages.is_empty());
+        }
+        Ok(meta)
+    }
+
     /// An open rotation: a warning while a step may still be running, an error after the
     /// function's timeout; and the rules the steps apply to a pending version.
     fn open_rotation_findings(
@@ -403,23 +416,27 @@ where
     }
 
     /// Keys tied to a secret that no longer exists, from `listing`, leaving out the secrets in
-    /// `live` and any secret of another region. Each such secret is described once.
+    /// `live`, any secret of another region, and with `prefix` any secret whose name does not
+    /// start with it. Each such secret is described once.
     pub async fn deleted_secret_keys(
         &self,
         listing: &[ApiKey],
         live: &BTreeSet<String>,
+        prefix: Option<&str>,
     ) -> Result<Vec<DeletedSecretKeys>, Unreadable> {
         let mut by_tie: BTreeMap<String, Vec<&ApiKey>> = BTreeMap::new();
         for key in listing {
             if let Some(tie) = key.tags.get(TIE_TAG) {
-                if !live.contains(tie) && arn_region(tie) == Some(self.region.as_str()) {
+                let in_scope = prefix.is_none_or(|p| arn_secret_name(tie).starts_with(p));
+                if in_scope && !live.contains(tie) && arn_region(tie) == Some(self.region.as_str())
+                {
                     by_tie.entry(tie.clone()).or_default().push(key);
                 }
             }
         }
         let mut out = Vec::new();
         for (tie, keys) in by_tie {
-            let scheduled_for_deletion = match self.rotator.secrets.describe(&tie).await? {
+            let scheduled_for_deletion = match self.read_secret(&tie).await? {
                 None => false,
                 Some(meta) if meta.deleted.is_some() => true,
                 // A live secret without a KeyName tag: its keys are not orphans.
@@ -485,9 +502,28 @@ fn arn_region(arn: &str) -> Option<&str> {
     parts.nth(2).filter(|r| !r.is_empty())
 }
 
+/// The secret name in a secret's ARN (`...:secret:NAME-abcdef`; Secrets Manager appends a dash
+/// and six characters).
+fn arn_secret_name(arn: &str) -> &str {
+    let name = arn.split_once(":secret:").map_or(arn, |(_, n)| n);
+    match name.rsplit_once('-') {
+        Some((base, suffix)) if suffix.len() == 6 => base,
+        _ => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_names_in_arns() {
+        assert_eq!(
+            arn_secret_name("arn:aws:secretsmanager:eu-west-1:123:secret:team/partner-a-AbCdEf"),
+            "team/partner-a"
+        );
+        assert_eq!(arn_secret_name("plain"), "plain");
+    }
 
     #[test]
     fn arn_regions() {

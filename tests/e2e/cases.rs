@@ -13,6 +13,11 @@ use crate::matrix::fault_matrix;
 use crate::metrics::{
     emf_metrics_agree_with_what_happened, retirements_are_counted_once_per_policy,
 };
+use crate::operator::{
+    check_reports_each_finding_and_changes_nothing, cleanup_retires_orphans_and_nothing_else,
+    rollback_under_each_policy_then_a_rotation,
+    status_shows_each_key_with_its_role_under_each_policy,
+};
 use crate::ownership::{
     a_key_made_before_a_keyname_change_is_retired, a_late_finish_leaves_the_open_rotation_alone,
     a_roll_back_then_a_rotation_keeps_the_key_clients_went_back_to,
@@ -61,6 +66,10 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         retirements_are_counted_once_per_policy,
         a_failed_probe_promotes_nothing_and_the_next_rotation_retires_its_key,
         the_same_rotation_delivered_twice_at_once,
+        check_reports_each_finding_and_changes_nothing,
+        status_shows_each_key_with_its_role_under_each_policy,
+        cleanup_retires_orphans_and_nothing_else,
+        rollback_under_each_policy_then_a_rotation,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,

@@ -10,6 +10,7 @@ mod deadline;
 mod fakes;
 mod matrix;
 mod metrics;
+mod operator;
 mod ownership;
 mod support;
 mod zero_downtime;

@@ -22,18 +22,18 @@ use crate::support::proxy::{Fault, Proxy};
 use crate::support::world::{str_field, World, STEPS};
 use crate::support::R;
 
-const POLICIES: [OldKeyAction; 3] = [
+pub(crate) const POLICIES: [OldKeyAction; 3] = [
     OldKeyAction::Delete,
     OldKeyAction::Disable,
     OldKeyAction::KeepPrevious,
 ];
 
 /// A secret under test, with what the invariant needs beside the local AWS's own state.
-struct Owned {
-    arn: String,
-    api: String,
-    plans: Vec<String>,
-    key_name: String,
+pub(crate) struct Owned {
+    pub arn: String,
+    pub api: String,
+    pub plans: Vec<String>,
+    pub key_name: String,
     /// Every key the secret ever held: the starting key, and every key tied to it.
     ever: BTreeSet<String>,
     /// Keys outside the secret, with their state: (enabled, plans).
@@ -41,7 +41,7 @@ struct Owned {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
+pub(crate) enum Start {
     /// A key made by hand, named exactly the KeyName, in a full value.
     Migrated,
     /// `{"api_key_id"}` naming an existing key.
@@ -69,7 +69,7 @@ async fn set_tag(w: &World, arn: &str, key: &str, value: &str) -> R<()> {
 /// A secret starting from a migrated or adopted key, with neighbours that sit in its name
 /// listings and are not its own: another secret's key whose KeyName extends this one's, and a
 /// hand-made key in this one's prefix.
-async fn given(w: &World, start: Start, policy: OldKeyAction) -> R<Owned> {
+pub(crate) async fn given(w: &World, start: Start, policy: OldKeyAction) -> R<Owned> {
     let api = w.create_api().await?;
     let plan = w.create_plan(Some(&api)).await?;
     let plan2 = w.create_plan(None).await?;
@@ -114,7 +114,7 @@ async fn given(w: &World, start: Start, policy: OldKeyAction) -> R<Owned> {
 /// Secrets Manager's side of a rotation: RotateSecret, or, while AWSPENDING sits off AWSCURRENT,
 /// the unfinished rotation's token again (AWS re-runs it: "A previous rotation isn't complete.
 /// That rotation will be reattempted."). Then the steps, the whole rotation re-run on failure.
-async fn rotate_as_aws(
+pub(crate) async fn rotate_as_aws(
     w: &World,
     r: &AwsRotator,
     arn: &str,
@@ -143,7 +143,7 @@ async fn rotate_as_aws(
 /// `delete` exactly the current key; `disable` the current key enabled and at most the previous
 /// one, disabled; `keep-previous` exactly current and previous, both enabled; each on its own
 /// version's plans; no AWSPENDING off AWSCURRENT; nothing outside the secret changed.
-async fn invariant(w: &World, o: &mut Owned, policy: OldKeyAction) -> R<()> {
+pub(crate) async fn invariant(w: &World, o: &mut Owned, policy: OldKeyAction) -> R<()> {
     for k in w.tied_keys(&o.arn).await? {
         o.ever.extend(k.id().map(str::to_owned));
     }
@@ -224,7 +224,7 @@ async fn invariant(w: &World, o: &mut Owned, policy: OldKeyAction) -> R<()> {
     Ok(())
 }
 
-async fn rotate_checked(
+pub(crate) async fn rotate_checked(
     w: &World,
     r: &AwsRotator,
     o: &mut Owned,

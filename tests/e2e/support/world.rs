@@ -300,7 +300,17 @@ impl World {
 
     /// A secret with these tags and value, rotation enabled through RotationRules.
     pub async fn create_secret(&self, value: Option<&str>, tags: &[(&str, &str)]) -> R<String> {
-        let mut req = self.sm.create_secret().name(self.unique("partner-secret"));
+        self.create_secret_named(&self.unique("partner-secret"), value, tags)
+            .await
+    }
+
+    pub async fn create_secret_named(
+        &self,
+        name: &str,
+        value: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> R<String> {
+        let mut req = self.sm.create_secret().name(name);
         if let Some(v) = value {
             req = req.secret_string(v);
         }

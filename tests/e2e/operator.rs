@@ -1,0 +1,957 @@
+//! The operator commands, as an operator runs them: the real binary, without
+//! `AWS_LAMBDA_RUNTIME_API`, against the local AWS. Every command's output is kept for the final
+//! log scan (no key value may appear) and scanned here too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_key_rotator::config::OldKeyAction;
+use aws_sdk_secretsmanager::types::RotationRulesType;
+use serde_json::{json, Value};
+
+use crate::cases::{rotator, setup, tied_ids};
+use crate::ensure;
+use crate::ownership::{given, invariant, rotate_checked, Start, POLICIES};
+use crate::support::world::{str_field, World};
+use crate::support::R;
+
+const AWSCURRENT: &str = "AWSCURRENT";
+const AWSPENDING: &str = "AWSPENDING";
+
+/// What one run of the command line gave.
+pub(crate) struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub json: Value,
+}
+
+static OUTPUT_LOG: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Keeps a command's output for the final log scan.
+fn keep(text: &str) {
+    let Ok(mut log) = OUTPUT_LOG.lock() else {
+        return;
+    };
+    if log.is_none() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(format!("e2e-operator-{}.log", std::process::id()));
+        if let Ok(f) = std::fs::File::create(&path) {
+            crate::support::logs::register(path);
+            *log = Some(f);
+        }
+    }
+    if let Some(f) = log.as_mut() {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// Runs `api-key-rotator ARGS` against the local AWS, as an operator's shell would.
+pub(crate) async fn cli(w: &World, args: &[&str]) -> R<Run> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-key-rotator"))
+        .args(args)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("ALLOWED_USAGE_PLAN_IDS")
+        .env_remove("ALLOWED_TEST_URL_HOSTS")
+        .env_remove("OLD_KEY_ACTION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ENDPOINT_URL", &w.endpoint)
+        .env("AWS_REGION", crate::support::world::REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    keep(&format!(
+        "$ api-key-rotator {}\n{stdout}{stderr}",
+        args.join(" ")
+    ));
+    let json = if args.contains(&"--json") {
+        serde_json::from_str(&stdout)
+            .map_err(|e| format!("--json output is not one JSON document ({e}): {stdout}"))?
+    } else {
+        Value::Null
+    };
+    if args.contains(&"--json") {
+        ensure!(
+            json["schema_version"] == 1 && json["secrets"].is_array(),
+            "no schema_version 1 and secrets list: {stdout}"
+        );
+        ensure!(
+            !stdout.contains("\"_aws\""),
+            "a metric line reached stdout in CLI mode"
+        );
+    }
+    Ok(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        json,
+    })
+}
+
+/// No key value in any output.
+async fn no_key_values(w: &World, runs: &[&Run]) -> R<()> {
+    let values: BTreeSet<String> = w
+        .all_keys()
+        .await?
+        .iter()
+        .filter_map(|k| k.value().map(str::to_owned))
+        .filter(|v| v.len() >= 20)
+        .collect();
+    for run in runs {
+        for v in &values {
+            ensure!(
+                !run.stdout.contains(v.as_str()),
+                "a key value in the output"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn codes(entry: &Value) -> BTreeMap<String, String> {
+    entry["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap_or_default().to_owned(),
+                f["severity"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A stand-in rotation function with settings, for the commands to read with
+/// GetFunctionConfiguration.
+async fn function(w: &World, timeout: i32, env: &[(&str, &str)]) -> R<String> {
+    let sdk = crate::support::world::sdk_config(&w.endpoint, &Default::default()).await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let zip = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stub-function.zip"
+    ))?;
+    let mut vars = aws_sdk_lambda::types::Environment::builder();
+    for (k, v) in env {
+        vars = vars.variables(*k, *v);
+    }
+    let f = lambda
+        .create_function()
+        .function_name(w.unique("rotator-fn"))
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .role("arn:aws:iam::000000000000:role/api-key-rotator")
+        .handler("bootstrap")
+        .timeout(timeout)
+        .environment(vars.build())
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(zip.into())
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(f.function_arn().unwrap_or_default().to_owned())
+}
+
+/// Enables rotation with `function` and opens a rotation (AWSPENDING, no value yet).
+async fn open_with(w: &World, secret: &str, function: &str) -> R<String> {
+    let token = w.token();
+    w.sm.rotate_secret()
+        .secret_id(secret)
+        .rotation_lambda_arn(function)
+        .rotation_rules(
+            RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .client_request_token(&token)
+        .send()
+        .await?;
+    Ok(token)
+}
+
+async fn move_stage(
+    w: &World,
+    secret: &str,
+    stage: &str,
+    to: Option<&str>,
+    from: Option<&str>,
+) -> R<()> {
+    w.sm.update_secret_version_stage()
+        .secret_id(secret)
+        .version_stage(stage)
+        .set_move_to_version_id(to.map(str::to_owned))
+        .set_remove_from_version_id(from.map(str::to_owned))
+        .send()
+        .await?;
+    Ok(())
+}
+
+fn with_stage(versions: &BTreeMap<String, Vec<String>>, stage: &str) -> Option<String> {
+    versions
+        .iter()
+        .find(|(_, s)| s.iter().any(|l| l == stage))
+        .map(|(v, _)| v.clone())
+}
+
+/// Each finding `check` can report, from a secret built to trigger it: the code and its severity,
+/// the exit code, and nothing changed.
+pub async fn check_reports_each_finding_and_changes_nothing(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let overlapping = w.create_plan(Some(&api)).await?;
+    let kn = w.unique("checked");
+    let lenient = function(&w, 900, &[]).await?;
+    let allowing_other = function(&w, 900, &[("ALLOWED_USAGE_PLAN_IDS", "otherplan1")]).await?;
+    let short = function(&w, 1, &[]).await?;
+    let bad_env = function(&w, 900, &[("OLD_KEY_ACTION", "shred")]).await?;
+    let other_secret = w.create_secret(Some("{}"), &[("KeyName", "x")]).await?;
+    let foreign = w
+        .create_tied_key(&w.unique("foreign"), &other_secret)
+        .await?;
+    let long = "k".repeat(129);
+    let tags = |extra: &[(&'static str, &str)]| -> Vec<(String, String)> {
+        let mut t = vec![
+            ("KeyName".to_owned(), kn.clone()),
+            ("UsagePlan".to_owned(), plan.clone()),
+        ];
+        for (k, v) in extra {
+            t.retain(|(n, _)| n != k);
+            if !v.is_empty() {
+                t.push(((*k).to_owned(), (*v).to_owned()));
+            }
+        }
+        t
+    };
+    // (expected code, severity, tags, value, rotation function, extra flags)
+    struct Case {
+        code: &'static str,
+        severity: &'static str,
+        tags: Vec<(String, String)>,
+        value: Option<String>,
+        function: Option<String>,
+        flags: Vec<String>,
+    }
+    let case = |code, severity, tags, value: Option<&str>, function: Option<&str>| Case {
+        code,
+        severity,
+        tags,
+        value: value.map(str::to_owned),
+        function: function.map(str::to_owned),
+        flags: Vec::new(),
+    };
+    let overlap = format!("{plan},{overlapping}");
+    let mut cases = vec![
+        case(
+            "key-name-missing",
+            "error",
+            tags(&[("KeyName", "")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "key-name-invalid",
+            "error",
+            tags(&[("KeyName", &long)]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "usage-plan-missing",
+            "error",
+            tags(&[("UsagePlan", "")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "usage-plan-invalid",
+            "error",
+            tags(&[("UsagePlan", "plan 1")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "usage-plan-not-allowed",
+            "error",
+            tags(&[]),
+            Some("{}"),
+            Some(&allowing_other),
+        ),
+        case(
+            "usage-plan-not-found",
+            "error",
+            tags(&[("UsagePlan", "nosuchplan1")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "usage-plans-overlap",
+            "error",
+            tags(&[("UsagePlan", &overlap)]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "old-key-action-invalid",
+            "error",
+            tags(&[("OldKeyAction", "shred")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "test-url-invalid",
+            "error",
+            tags(&[("TestUrl", "http://example.com/x")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "test-url-host-not-allowed",
+            "error",
+            tags(&[("TestUrl", "https://collector.example/x")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "tag-not-copied",
+            "warning",
+            tags(&[("Team", "billing team")]),
+            Some("{}"),
+            Some(&lenient),
+        ),
+        case(
+            "function-config-invalid",
+            "error",
+            tags(&[]),
+            Some("{}"),
+            Some(&bad_env),
+        ),
+        case(
+            "allow-lists-unknown",
+            "warning",
+            tags(&[]),
+            Some("{}"),
+            None,
+        ),
+        case(
+            "rotation-not-enabled",
+            "warning",
+            tags(&[]),
+            Some("{}"),
+            None,
+        ),
+        case(
+            "rotation-function-unset",
+            "warning",
+            tags(&[]),
+            Some("{}"),
+            None,
+        ),
+        case(
+            "rotation-schedule-unset",
+            "warning",
+            tags(&[]),
+            Some("{}"),
+            None,
+        ),
+        case(
+            "current-value-invalid",
+            "error",
+            tags(&[]),
+            Some("not json"),
+            Some(&lenient),
+        ),
+        case(
+            "adopted-key-not-found",
+            "error",
+            tags(&[]),
+            Some(r#"{"api_key_id": "nosuchkey1"}"#),
+            Some(&lenient),
+        ),
+        case(
+            "current-key-foreign",
+            "error",
+            tags(&[]),
+            Some(&json!({"api_key_id": foreign}).to_string()),
+            Some(&lenient),
+        ),
+    ];
+    // The flags come first: an allow-list given on the command line wins over the function's.
+    let mut flagged = case(
+        "usage-plan-not-allowed",
+        "error",
+        tags(&[]),
+        Some("{}"),
+        Some(&lenient),
+    );
+    flagged.flags = vec!["--allowed-usage-plan-ids".into(), "otherplan2".into()];
+    cases.push(flagged);
+    let mut runs = Vec::new();
+    for c in &cases {
+        let tag_refs: Vec<(&str, &str)> = c
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let secret = w.create_secret(c.value.as_deref(), &tag_refs).await?;
+        if let Some(f) = &c.function {
+            // Rotation enabled with this function; the rotation it opens is cancelled at once,
+            // as an operator who enabled rotation without rotating would leave it.
+            let token = open_with(&w, &secret, f).await?;
+            move_stage(&w, &secret, AWSPENDING, None, Some(&token)).await?;
+        }
+        let before = w.snapshot(&secret, &[&plan, &overlapping]).await?;
+        let mut args: Vec<&str> = vec!["--json", "check"];
+        args.extend(c.flags.iter().map(String::as_str));
+        args.push(&secret);
+        let run = cli(&w, &args).await?;
+        let entry = &run.json["secrets"][0];
+        let found = codes(entry);
+        ensure!(
+            found.get(c.code).map(String::as_str) == Some(c.severity),
+            "{}: expected a {} finding, got {found:?}",
+            c.code,
+            c.severity
+        );
+        let want_exit = if found.values().any(|s| s == "error") {
+            1
+        } else {
+            0
+        };
+        ensure!(
+            run.code == want_exit,
+            "{}: exit code {} (findings {found:?})",
+            c.code,
+            run.code
+        );
+        ensure!(
+            entry["ok"] == (want_exit == 0) && entry["input"] == secret.as_str(),
+            "{}: ok/input wrong: {entry}",
+            c.code
+        );
+        ensure!(
+            before == w.snapshot(&secret, &[&plan, &overlapping]).await?,
+            "{}: check changed something",
+            c.code
+        );
+        runs.push(run);
+    }
+
+    // A rotation state for each remaining finding, built with the real function.
+    let secret = w
+        .create_secret(
+            Some("{}"),
+            &[("KeyName", &w.unique("checked")), ("UsagePlan", &plan)],
+        )
+        .await?;
+    let token = open_with(&w, &secret, &lenient).await?;
+    World::run_steps(&r, &secret, &token).await?;
+    let first_key =
+        str_field(&w.value(&secret, AWSCURRENT).await?, "api_key_id").ok_or("no current key")?;
+    // An open rotation, young: in progress.
+    let open = open_with(&w, &secret, &lenient).await?;
+    let run = cli(&w, &["--json", "check", &secret]).await?;
+    ensure!(
+        codes(&run.json["secrets"][0])
+            .get("rotation-in-progress")
+            .map(String::as_str)
+            == Some("warning")
+            && run.code == 0,
+        "an open young rotation: {}",
+        run.stdout
+    );
+    runs.push(run);
+    // Under a function with a 1 s timeout, 2 s later: unfinished.
+    let stuck = w
+        .create_secret(
+            Some("{}"),
+            &[("KeyName", &w.unique("checked")), ("UsagePlan", &plan)],
+        )
+        .await?;
+    open_with(&w, &stuck, &short).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = w.snapshot(&stuck, &[&plan]).await?;
+    let run = cli(&w, &["--json", "check", &stuck]).await?;
+    ensure!(
+        codes(&run.json["secrets"][0])
+            .get("rotation-unfinished")
+            .map(String::as_str)
+            == Some("error")
+            && run.code == 1,
+        "an open rotation past the function's timeout: {}",
+        run.stdout
+    );
+    ensure!(
+        before == w.snapshot(&stuck, &[&plan]).await?,
+        "check changed something"
+    );
+    runs.push(run);
+    // A pending version written before AWSCURRENT moved by hand: stale.
+    r.handle(&World::event("createSecret", &secret, &open))
+        .await?;
+    let by_hand = w.token();
+    w.sm.put_secret_value()
+        .secret_id(&secret)
+        .client_request_token(&by_hand)
+        .secret_string(json!({"api_key_id": first_key}).to_string())
+        .version_stages(AWSCURRENT)
+        .send()
+        .await?;
+    let run = cli(&w, &["--json", "check", &secret]).await?;
+    ensure!(
+        codes(&run.json["secrets"][0])
+            .get("pending-stale")
+            .map(String::as_str)
+            == Some("error"),
+        "a pending version older than AWSCURRENT: {}",
+        run.stdout
+    );
+    runs.push(run);
+
+    // A rolled-back version carrying AWSPENDING: rolled back, never promoted again.
+    let s2 = setup(&w, Some("{}"), &[]).await?;
+    let (t1, _) = w.rotate(&r, &s2.secret, 1).await?;
+    let (t2, _) = w.rotate(&r, &s2.secret, 1).await?;
+    move_stage(&w, &s2.secret, AWSPENDING, Some(&t2), None).await?;
+    move_stage(&w, &s2.secret, AWSCURRENT, Some(&t1), Some(&t2)).await?;
+    let run = cli(&w, &["--json", "check", &s2.secret]).await?;
+    ensure!(
+        codes(&run.json["secrets"][0])
+            .get("pending-rolled-back")
+            .map(String::as_str)
+            == Some("error"),
+        "a rolled-back version with AWSPENDING: {}",
+        run.stdout
+    );
+    runs.push(run);
+
+    // The current key deleted behind the function's back: a warning, the rotation makes a new one.
+    let s3 = setup(&w, Some("{}"), &[]).await?;
+    w.rotate(&r, &s3.secret, 1).await?;
+    let gone =
+        str_field(&w.value(&s3.secret, AWSCURRENT).await?, "api_key_id").ok_or("no current key")?;
+    for p in [&s3.plan] {
+        let _ =
+            w.ag.delete_usage_plan_key()
+                .usage_plan_id(p.as_str())
+                .key_id(&gone)
+                .send()
+                .await;
+    }
+    w.ag.delete_api_key().api_key(&gone).send().await?;
+    let run = cli(&w, &["--json", "check", &s3.secret]).await?;
+    ensure!(
+        codes(&run.json["secrets"][0])
+            .get("current-key-gone")
+            .map(String::as_str)
+            == Some("warning"),
+        "a current key that no longer exists: {}",
+        run.stdout
+    );
+    runs.push(run);
+
+    // Usage errors: exit 2, before any call.
+    for args in [
+        vec!["check"],
+        vec!["check", "--old-key-action", "shred", "s"],
+        vec!["status", "--all", "s"],
+        vec!["rollback"],
+        vec!["frobnicate"],
+    ] {
+        let run = cli(&w, &args).await?;
+        ensure!(run.code == 2, "{args:?}: exit {} (want 2)", run.code);
+    }
+    // A secret that cannot be read: exit 3, `secret` null.
+    let run = cli(&w, &["--json", "check", "no-such-secret-anywhere"]).await?;
+    ensure!(
+        run.code == 3 && run.json["secrets"][0]["secret"].is_null(),
+        "an unreadable secret: exit {} {}",
+        run.code,
+        run.stdout
+    );
+    runs.push(run);
+    no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
+}
+
+/// `status` after rotations under each policy: the roles, the versions and the ties are right.
+pub async fn status_shows_each_key_with_its_role_under_each_policy(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let mut runs = Vec::new();
+    for policy in POLICIES {
+        let s = setup(&w, Some("{}"), &[("OldKeyAction", policy.as_str())]).await?;
+        w.rotate(&r, &s.secret, 1).await?;
+        let first =
+            str_field(&w.value(&s.secret, AWSCURRENT).await?, "api_key_id").ok_or("no key")?;
+        w.rotate(&r, &s.secret, 1).await?;
+        let second =
+            str_field(&w.value(&s.secret, AWSCURRENT).await?, "api_key_id").ok_or("no key")?;
+        let run = cli(&w, &["--json", "status", &s.secret]).await?;
+        let e = &run.json["secrets"][0];
+        let roles: BTreeMap<String, (String, bool)> = e["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                (
+                    k["id"].as_str().unwrap_or_default().to_owned(),
+                    (
+                        k["role"].as_str().unwrap_or_default().to_owned(),
+                        k["enabled"].as_bool().unwrap_or(false),
+                    ),
+                )
+            })
+            .collect();
+        let mut want = BTreeMap::from([(second.clone(), ("current".to_owned(), true))]);
+        match policy {
+            OldKeyAction::Delete => {}
+            OldKeyAction::Disable => {
+                want.insert(first.clone(), ("previous".to_owned(), false));
+            }
+            OldKeyAction::KeepPrevious => {
+                want.insert(first.clone(), ("previous".to_owned(), true));
+            }
+        }
+        ensure!(roles == want, "{policy}: roles {roles:?}, want {want:?}");
+        ensure!(
+            e["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|k| k["tie"] == e["secret"] && k["usage_plan_ids"] == json!([s.plan])),
+            "{policy}: ties or plans wrong: {e}"
+        );
+        let versions = e["versions"].as_array().ok_or("no versions")?;
+        ensure!(
+            versions.iter().any(|v| v["stages"] == json!(["AWSCURRENT"])
+                && v["key_id"] == second.as_str())
+                && versions.iter().any(|v| v["stages"] == json!(["AWSPREVIOUS"])
+                    && v["key_id"] == first.as_str()),
+            "{policy}: versions {versions:?}"
+        );
+        ensure!(
+            e["rotation_enabled"] == true
+                && e["rotation_lambda_arn"] == w.lambda_arn.as_str()
+                && run.code == 0,
+            "{policy}: rotation fields or exit code ({}): {e}",
+            run.code
+        );
+        // The table shows the same.
+        let table = cli(&w, &["status", &s.secret]).await?;
+        ensure!(
+            table.stdout.contains(&second) && table.stdout.contains("current"),
+            "{policy}: table: {}",
+            table.stdout
+        );
+        runs.push(run);
+        runs.push(table);
+    }
+    no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
+}
+
+/// An orphan from an abandoned rotation, found and retired by `cleanup`, with a neighbour whose
+/// KeyName extends this one's left alone; a cleanup while a rotation is open changes nothing;
+/// the keys of a deleted secret found by `status --all` and retired by `cleanup --all --apply`,
+/// those of a secret scheduled for deletion only reported.
+pub async fn cleanup_retires_orphans_and_nothing_else(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let mut runs = Vec::new();
+    let s = setup(&w, Some("{}"), &[("OldKeyAction", "keep-previous")]).await?;
+    w.rotate(&r, &s.secret, 1).await?;
+    w.rotate(&r, &s.secret, 1).await?;
+    let neighbour_name = format!("{}-eu", s.key_name);
+    let neighbour = w
+        .create_secret(
+            Some("{}"),
+            &[("KeyName", &neighbour_name), ("UsagePlan", &s.plan)],
+        )
+        .await?;
+    w.rotate(&r, &neighbour, 1).await?;
+    // The neighbour's own abandoned rotation: its orphan is its own, not this secret's.
+    let n_open = w.open_rotation(&neighbour).await?;
+    r.handle(&World::event("createSecret", &neighbour, &n_open))
+        .await?;
+    move_stage(&w, &neighbour, AWSPENDING, None, Some(&n_open)).await?;
+    // This secret's abandoned rotation: createSecret made a key, then the rotation was cancelled.
+    let abandoned = w.open_rotation(&s.secret).await?;
+    r.handle(&World::event("createSecret", &s.secret, &abandoned))
+        .await?;
+    let pending_value =
+        w.sm.get_secret_value()
+            .secret_id(&s.secret)
+            .version_id(&abandoned)
+            .send()
+            .await?;
+    let orphan = serde_json::from_str::<Value>(pending_value.secret_string().unwrap_or("{}"))?
+        ["api_key_id"]
+        .as_str()
+        .ok_or("no pending key")?
+        .to_owned();
+
+    // While the rotation is open: cleanup refuses, and changes nothing.
+    let before = w.snapshot(&s.secret, &[&s.plan]).await?;
+    let run = cli(&w, &["--json", "cleanup", &s.secret, "--apply"]).await?;
+    ensure!(
+        run.code == 1 && run.json["secrets"][0]["refused"].is_string(),
+        "cleanup during an open rotation: exit {} {}",
+        run.code,
+        run.stdout
+    );
+    ensure!(
+        before == w.snapshot(&s.secret, &[&s.plan]).await?,
+        "cleanup during a rotation changed something"
+    );
+    runs.push(run);
+    move_stage(&w, &s.secret, AWSPENDING, None, Some(&abandoned)).await?;
+
+    let status = cli(&w, &["--json", "status", &s.secret]).await?;
+    let e = &status.json["secrets"][0];
+    ensure!(
+        e["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|k| k["id"] == orphan.as_str() && k["role"] == "orphan")
+            && codes(e).contains_key("orphan-keys"),
+        "the abandoned rotation's key is not an orphan: {e}"
+    );
+    runs.push(status);
+
+    // Dry run: lists, changes nothing.
+    let neighbour_keys = tied_ids(&w, &neighbour).await?;
+    let before = w.snapshot(&s.secret, &[&s.plan]).await?;
+    let run = cli(&w, &["--json", "cleanup", &s.secret]).await?;
+    let e = &run.json["secrets"][0];
+    ensure!(
+        run.code == 0
+            && e["dry_run"] == true
+            && e["orphans"]
+                == json!([{"id": orphan, "name": format!("{}-{abandoned}", s.key_name), "reason": "no-version-needs-it"}])
+            && e["retired"] == json!([]),
+        "dry run: {}",
+        run.stdout
+    );
+    ensure!(
+        before == w.snapshot(&s.secret, &[&s.plan]).await?,
+        "the dry run changed something"
+    );
+    runs.push(run);
+
+    // --apply: the orphan only.
+    let kept = tied_ids(&w, &s.secret).await?;
+    let run = cli(&w, &["--json", "cleanup", &s.secret, "--apply"]).await?;
+    ensure!(
+        run.code == 0 && run.json["secrets"][0]["retired"] == json!([orphan]),
+        "apply: {}",
+        run.stdout
+    );
+    runs.push(run);
+    ensure!(w.key(&orphan).await?.is_none(), "the orphan still exists");
+    let mut want = kept.clone();
+    want.remove(&orphan);
+    ensure!(
+        tied_ids(&w, &s.secret).await? == want,
+        "cleanup removed more than the orphan"
+    );
+    ensure!(
+        tied_ids(&w, &neighbour).await? == neighbour_keys,
+        "cleanup touched the neighbour's keys"
+    );
+    let current =
+        str_field(&w.value(&s.secret, AWSCURRENT).await?, "api_key_value").unwrap_or_default();
+    ensure!(
+        w.call_stage(&s.api, &current).await? == 200,
+        "the current key no longer works"
+    );
+
+    // A deleted secret's key, and a secret scheduled for deletion, under a prefix of their own.
+    let prefix = w.unique("opsdel");
+    let mut made = Vec::new();
+    for which in ["gone", "restorable", "live"] {
+        let arn = w
+            .create_secret_named(
+                &format!("{prefix}-{which}"),
+                Some("{}"),
+                &[("KeyName", &w.unique(which)), ("UsagePlan", &s.plan)],
+            )
+            .await?;
+        w.rotate(&r, &arn, 1).await?;
+        made.push((arn.clone(), tied_ids(&w, &arn).await?));
+    }
+    let [(gone, gone_keys), (restorable, restorable_keys), (live, live_keys)] =
+        <[_; 3]>::try_from(made).map_err(|_| "three secrets")?;
+    w.sm.delete_secret()
+        .secret_id(&gone)
+        .force_delete_without_recovery(true)
+        .send()
+        .await?;
+    w.sm.delete_secret()
+        .secret_id(&restorable)
+        .recovery_window_in_days(7)
+        .send()
+        .await?;
+    let run = cli(&w, &["--json", "status", "--all", "--prefix", &prefix]).await?;
+    let deleted = run.json["deleted_secrets"]
+        .as_array()
+        .ok_or("no deleted_secrets")?;
+    let listed = |arn: &str| -> BTreeSet<String> {
+        deleted
+            .iter()
+            .filter(|d| d["secret"] == arn)
+            .flat_map(|d| d["keys"].as_array().into_iter().flatten())
+            .filter_map(|k| k["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    ensure!(
+        listed(&gone) == gone_keys,
+        "status --all: the deleted secret's keys {:?}, want {gone_keys:?}",
+        listed(&gone)
+    );
+    ensure!(
+        listed(&live).is_empty(),
+        "a live secret's keys reported as a deleted secret's"
+    );
+    ensure!(
+        run.json["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["secret"] == live.as_str()),
+        "status --all did not list the live secret: {}",
+        run.stdout
+    );
+    runs.push(run);
+    let run = cli(
+        &w,
+        &["--json", "cleanup", "--all", "--prefix", &prefix, "--apply"],
+    )
+    .await?;
+    runs.push(run);
+    for k in &gone_keys {
+        ensure!(
+            w.key(k).await?.is_none(),
+            "the deleted secret's key {k} was not retired"
+        );
+    }
+    for k in &restorable_keys {
+        ensure!(
+            w.key(k).await?.is_some(),
+            "a key of a secret scheduled for deletion was retired"
+        );
+    }
+    ensure!(
+        tied_ids(&w, &live).await? == live_keys,
+        "cleanup --all touched a live secret's keys"
+    );
+    ensure!(
+        tied_ids(&w, &s.secret).await? == want,
+        "cleanup --all touched a live secret's keys"
+    );
+    ensure!(
+        tied_ids(&w, &neighbour).await? == neighbour_keys,
+        "cleanup --all touched the neighbour's keys"
+    );
+    no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
+}
+
+/// `rollback` under each policy, then a new rotation, with the ownership invariant checked: the
+/// key clients went back to works, becomes the previous key, and is retired by policy.
+pub async fn rollback_under_each_policy_then_a_rotation(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let mut runs = Vec::new();
+    for policy in POLICIES {
+        let mut o = given(&w, Start::Migrated, policy).await?;
+        rotate_checked(&w, &r, &mut o, policy, "first").await?;
+        rotate_checked(&w, &r, &mut o, policy, "second").await?;
+        let previous = str_field(&w.value(&o.arn, "AWSPREVIOUS").await?, "api_key_id");
+        let before = w.snapshot(&o.arn, &[&o.plans[0]]).await?;
+        let plan = cli(&w, &["--json", "rollback", &o.arn]).await?;
+        ensure!(
+            before == w.snapshot(&o.arn, &[&o.plans[0]]).await?,
+            "{policy}: the dry run changed something"
+        );
+        let e = &plan.json["secrets"][0];
+        if policy == OldKeyAction::Delete {
+            ensure!(
+                plan.code == 1
+                    && e["refused"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("no longer exists")),
+                "delete: rollback must refuse: {}",
+                plan.stdout
+            );
+            let apply = cli(&w, &["--json", "rollback", &o.arn, "--apply"]).await?;
+            ensure!(
+                apply.code == 1 && before == w.snapshot(&o.arn, &[&o.plans[0]]).await?,
+                "delete: --apply changed something"
+            );
+            runs.extend([plan, apply]);
+            rotate_checked(&w, &r, &mut o, policy, "after the refused roll-back").await?;
+            continue;
+        }
+        let actions: Vec<&str> = e["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["action"].as_str())
+            .collect();
+        let want: Vec<&str> = match policy {
+            OldKeyAction::Disable => vec!["enable-key", "move-current"],
+            _ => vec!["move-current"],
+        };
+        ensure!(
+            plan.code == 0 && e["dry_run"] == true && actions == want,
+            "{policy}: plan {}",
+            plan.stdout
+        );
+        let apply = cli(&w, &["--json", "rollback", &o.arn, "--apply"]).await?;
+        ensure!(
+            apply.code == 0
+                && apply.json["secrets"][0]["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|s| s["done"] == true),
+            "{policy}: apply {}",
+            apply.stdout
+        );
+        let now = str_field(&w.value(&o.arn, AWSCURRENT).await?, "api_key_id");
+        ensure!(
+            now == previous,
+            "{policy}: AWSCURRENT holds {now:?}, want the previous key {previous:?}"
+        );
+        let versions = w.versions(&o.arn).await?;
+        ensure!(
+            with_stage(&versions, AWSPENDING).is_none(),
+            "{policy}: AWSPENDING left: {versions:?}"
+        );
+        let value =
+            str_field(&w.value(&o.arn, AWSCURRENT).await?, "api_key_value").unwrap_or_default();
+        ensure!(
+            w.call_stage(&o.api, &value).await? == 200,
+            "{policy}: the key rolled back to does not work"
+        );
+        // A second roll-back would promote the version rolled back from: refused.
+        let again = cli(&w, &["--json", "rollback", &o.arn, "--apply"]).await?;
+        ensure!(
+            again.code == 1,
+            "{policy}: a second roll-back was not refused: {}",
+            again.stdout
+        );
+        runs.extend([plan, apply, again]);
+        rotate_checked(&w, &r, &mut o, policy, "after the roll-back").await?;
+        let now_previous = str_field(&w.value(&o.arn, "AWSPREVIOUS").await?, "api_key_id");
+        ensure!(
+            now_previous == previous,
+            "{policy}: the key clients went back to is not the previous one"
+        );
+        invariant(&w, &mut o, policy).await?;
+    }
+    no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
+}
