@@ -15,7 +15,7 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools up down seed watch invoke rotate
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools up down seed watch invoke rotate status ops
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
@@ -30,6 +30,8 @@ help:
 	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
 	@echo "make invoke STEP=createSecret SECRET=name TOKEN=token   one step through cargo lambda invoke"
 	@echo "make rotate SECRET=name    RotateSecret, then the four steps, as Secrets Manager does"
+	@echo "make status [SECRET=name]  the operator command api-key-rotator status (every secret without SECRET)"
+	@echo "make ops ARGS=\"check name\"  any operator command (docs/operator-commands.md), against that local AWS"
 
 test: lint audit unit e2e
 
@@ -120,6 +122,16 @@ rotate: lambda-tools
 	@test -n "$(SECRET)" || { echo "usage: make rotate SECRET=name"; exit 1; }
 	.local/localstack-venv/bin/python scripts/rotate.py --endpoint $$(cat $(DEV)/endpoint) \
 	  --invoke-port $(WATCH_PORT) --cargo-lambda $(LAMBDA)/bin/cargo-lambda $(SECRET)
+
+# The operator commands against the local AWS of `make up` (the same binary, without
+# AWS_LAMBDA_RUNTIME_API).
+ops:
+	@test -f $(DEV)/endpoint || { echo "no local AWS: run 'make up' first"; exit 1; }
+	@cargo build --locked --quiet
+	AWS_ENDPOINT_URL=$$(cat $(DEV)/endpoint) target/debug/api-key-rotator $(ARGS)
+
+status:
+	@$(MAKE) -s ops ARGS="status $(if $(SECRET),$(SECRET),--all)"
 
 FLEET ?= 100
 # strict: a failed rotation re-run at most 5 times, 2 s apart; lenient: 20 tries, pauses to 30 s.

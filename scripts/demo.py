@@ -5,6 +5,8 @@ Run by `make demo` (scripts/demo.sh starts the local AWS and the function first)
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -82,6 +84,7 @@ def main():
     ap.add_argument("--invoke-port", type=int, required=True)
     ap.add_argument("--cargo-lambda", default="cargo-lambda")
     ap.add_argument("--function-log", help="the function's output, for the metrics it emitted")
+    ap.add_argument("--operator", help="the api-key-rotator binary, run as the operator command line")
     a = ap.parse_args()
     sm, _, ag = clients(a.endpoint)
     suffix = str(int(time.time()))
@@ -175,6 +178,16 @@ def main():
         completed = sum(d.get("RotationCompleted", 0) for d in docs if "Action" not in d and "ErrorType" not in d)
         if len(rows) != 5 or created != 1 or completed != 1:
             raise SystemExit("demo failed: expected four steps' metrics, one key created, one rotation completed")
+    if a.operator:
+        step(9, f"what the operator sees: api-key-rotator status {secret_name} (docs/operator-commands.md)")
+        env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
+        env["AWS_ENDPOINT_URL"] = a.endpoint
+        out = subprocess.run([a.operator, "status", secret_name], env=env, capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            print("    " + line)
+        if out.returncode != 0 or new_id not in out.stdout or cur_after["api_key_value"] in out.stdout:
+            sys.stderr.write(out.stderr)
+            raise SystemExit(f"demo failed: status exited {out.returncode}, or did not show the new key")
     print("demo passed: the gateway lets the new key in and refuses the old one")
 
 

@@ -65,5 +65,6 @@ done
 [ -n "$ready" ] || { echo "the function did not start; log: $state/function.log" >&2; exit 1; }
 
 .local/localstack-venv/bin/python scripts/demo.py --endpoint "$endpoint" --invoke-port "$port" \
-  --cargo-lambda "$root/.local/lambda-venv/bin/cargo-lambda" --function-log "$state/function.log"
+  --cargo-lambda "$root/.local/lambda-venv/bin/cargo-lambda" --function-log "$state/function.log" \
+  --operator "$root/target/debug/api-key-rotator"
 echo "   function log: $state/function.log"

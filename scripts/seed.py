@@ -65,6 +65,7 @@ example partner on the local AWS at {a.endpoint}:
 next:
   make watch                      # in another terminal: the function under cargo lambda watch
   make rotate SECRET={secret}
+  make status SECRET={secret}   # api-key-rotator status (check, cleanup, rollback: make ops ARGS="...")
   make invoke STEP=createSecret SECRET={secret} TOKEN=...   # one step by hand
   make seed                       # another example partner
   make down                       # stop the local AWS
