@@ -22,7 +22,8 @@ help:
 	@echo "make test      fmt, clippy, cfn-lint, cargo deny, unit and property tests, end-to-end tests (fault matrix included)"
 	@echo "make build     the release bootstrap.zip (arm64 if its target is installed, else x86_64) and its size"
 	@echo "make release   release build: target/release/api-key-rotator"
-	@echo "make bench     cold init, peak RSS, step times, AWS calls, zip size; FLEET=N adds the fleet mode"
+	@echo "make bench     cold init, peak RSS, step times, AWS calls, zip size, status --all over OPS=300 secrets;"
+	@echo "               FLEET=N: the fleet mode (FLEET=0 skips it)"
 	@echo "               (FLEET_MODEL=strict|lenient Secrets Manager re-runs, FLEET_TIMEOUT=seconds per invocation)"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev), with an example partner"
@@ -134,6 +135,8 @@ status:
 	@$(MAKE) -s ops ARGS="status $(if $(SECRET),$(SECRET),--all)"
 
 FLEET ?= 100
+# Secrets `api-key-rotator status --all` is measured over.
+OPS ?= 300
 # strict: a failed rotation re-run at most 5 times, 2 s apart; lenient: 20 tries, pauses to 30 s.
 FLEET_MODEL ?= strict
 # Each invocation's deadline, in seconds; empty: the template's Timeout.
@@ -146,6 +149,6 @@ bench: build release localstack
 	@bin=$(CURDIR)/target/x86_64-unknown-linux-gnu/release/api-key-rotator; \
 	if [ "$$(cat target/lambda/api-key-rotator/ARCH)" != x86_64 ] || [ ! -x "$$bin" ]; then \
 	  bin=$(CURDIR)/target/release/api-key-rotator; fi; \
-	args="--fleet $(FLEET) --model $(FLEET_MODEL)$(if $(FLEET_TIMEOUT), --timeout $(FLEET_TIMEOUT))"; \
+	args="--operator $(OPS) --fleet $(FLEET) --model $(FLEET_MODEL)$(if $(FLEET_TIMEOUT), --timeout $(FLEET_TIMEOUT))"; \
 	echo "ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- $$args"; \
 	ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- $$args

@@ -13,6 +13,9 @@
 //!   re-runs a failed rotation at most 5 times, 2 s apart; `--model lenient` one that tries 20
 //!   times with pauses growing to 30 s.
 //!
+//! - with `--operator N`: `api-key-rotator status --all` (the operator command, the same binary
+//!   without the Runtime API) over N secrets: its time and its AWS calls, per secret and in all.
+//!
 //! Each invocation gets the template's `Timeout` as its deadline (`--timeout S` overrides it), and
 //! one that runs past it is ended and its process replaced, as Lambda does.
 //!
@@ -91,6 +94,9 @@ fn main() {
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or_else(template_timeout);
+    let operator = arg(&args, "--operator")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0);
     let fleet = arg(&args, "--fleet")
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| *n > 0)
@@ -105,7 +111,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = runtime.block_on(run(fleet)) {
+    if let Err(e) = runtime.block_on(run(fleet, operator)) {
         let mut text = e.to_string();
         let mut source = e.source();
         while let Some(s) = source {
@@ -117,12 +123,15 @@ fn main() {
     }
 }
 
-async fn run(fleet: Option<FleetArgs>) -> R<()> {
+async fn run(fleet: Option<FleetArgs>, operator: Option<usize>) -> R<()> {
     let local = LocalAws::start("bench")?;
     let world = Arc::new(World::new(&local.endpoint).await?);
     println!("machine: {} cores, {}", num_cpus(), std::env::consts::ARCH);
     if std::env::var_os("BENCH_SKIP_SINGLE").is_none() {
         single(&world).await?;
+    }
+    if let Some(n) = operator {
+        operator_mode(&world, n).await?;
     }
     if let Some(f) = fleet {
         fleet_mode(&world, &f).await?;
@@ -249,6 +258,78 @@ fn zip_size() -> Option<(u64, String)> {
         .map(|a| a.trim().to_owned())
         .unwrap_or_else(|_| "architecture unknown".to_owned());
     Some((bytes, arch))
+}
+
+/// `status --all` over `n` secrets, each holding a key the function made (tied, named after
+/// its version) on one plan: the command's wall time and its AWS calls, counted at a proxy.
+async fn operator_mode(w: &Arc<World>, n: usize) -> R<()> {
+    let binary = std::env::var("ROTATOR_BINARY").map_err(|_| "ROTATOR_BINARY is not set")?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let prefix = w.unique("bench-ops");
+    let made = Instant::now();
+    for i in 0..n {
+        let key_name = format!("{prefix}-partner-{i}");
+        let arn = w
+            .create_secret_named(
+                &format!("{prefix}-{i}"),
+                None,
+                &[("KeyName", &key_name), ("UsagePlan", &plan)],
+            )
+            .await?;
+        let version = w.token();
+        let key = w
+            .create_tied_key(&format!("{key_name}-{version}"), &arn)
+            .await?;
+        w.attach(&plan, &key).await?;
+        let value = serde_json::json!({"api_key_id": key, "api_key_value": format!("v{version}"),
+            "key_name": format!("{key_name}-{version}"), "usage_plan_ids": [plan],
+            "owned_key_ids": [], "rotated_from": null});
+        w.sm.put_secret_value()
+            .secret_id(&arn)
+            .client_request_token(&version)
+            .secret_string(value.to_string())
+            .version_stages("AWSCURRENT")
+            .send()
+            .await?;
+    }
+    let keys_in_account = w.all_keys().await?.len();
+    println!(
+        "\noperator: status --all over {n} secrets ({keys_in_account} keys in the account; made in {:.0} s)",
+        made.elapsed().as_secs_f64()
+    );
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let started = Instant::now();
+    let out = tokio::process::Command::new(&binary)
+        .args(["--json", "status", "--all", "--prefix", &prefix])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .output()
+        .await?;
+    let took = started.elapsed();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("status --all did not print one JSON document: {e}"))?;
+    let listed = doc["secrets"].as_array().map_or(0, Vec::len);
+    let calls = proxy.all_calls();
+    let total: u32 = calls.values().sum();
+    let shared: u32 = ["ListSecrets", "GetApiKeys"]
+        .iter()
+        .map(|op| calls.get(*op).copied().unwrap_or(0))
+        .sum();
+    println!(
+        "  exit code {}, {listed} secrets reported, {:.2} s ({:.1} ms a secret)",
+        out.status.code().unwrap_or(-1),
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / n as f64
+    );
+    println!(
+        "  AWS calls: {total} in all; listings (ListSecrets, GetApiKeys pages) {shared}; {:.2} a secret besides",
+        f64::from(total - shared) / n as f64
+    );
+    for (op, count) in &calls {
+        println!("    {op:<28} {count}");
+    }
+    Ok(())
 }
 
 async fn fleet_mode(w: &Arc<World>, args: &FleetArgs) -> R<()> {
