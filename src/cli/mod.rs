@@ -199,19 +199,10 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                             Err(e) => Entry::unreadable(input.clone(), e),
                         });
                     }
-                    if let Some(listing) = &listing {
-                        report.listed_all();
-                        match op
-                            .deleted_secret_keys(
-                                listing,
-                                &live(&report, &inputs),
-                                selection.prefix.as_deref(),
-                            )
-                            .await
-                        {
-                            Ok(deleted) => report.deleted_secrets_status(deleted),
-                            Err(e) => report.account_unreadable(e),
-                        }
+                    if let Some(deleted) =
+                        deleted(op, &mut report, &selection, &inputs, listing).await
+                    {
+                        report.deleted_secrets_status(deleted);
                     }
                 }
             }
@@ -231,26 +222,12 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                             Err(e) => Entry::unreadable(input.clone(), e),
                         });
                     }
-                    if let Some(listing) = &listing {
-                        report.listed_all();
-                        match op
-                            .deleted_secret_keys(
-                                listing,
-                                &live(&report, &inputs),
-                                selection.prefix.as_deref(),
-                            )
-                            .await
-                        {
-                            Ok(deleted) => {
-                                for d in &deleted {
-                                    match op.cleanup_deleted(d, apply).await {
-                                        Ok(outcome) => {
-                                            report.deleted_secret_cleanup(d, outcome, apply)
-                                        }
-                                        Err(e) => report.account_unreadable(e),
-                                    }
-                                }
-                            }
+                    for d in deleted(op, &mut report, &selection, &inputs, listing)
+                        .await
+                        .unwrap_or_default()
+                    {
+                        match op.cleanup_deleted(&d, apply).await {
+                            Ok(outcome) => report.deleted_secret_cleanup(&d, outcome, apply),
                             Err(e) => report.account_unreadable(e),
                         }
                     }
@@ -289,6 +266,30 @@ async fn select(
         .await?;
     let listing = op.rotator.keys.list_all_keys().await?;
     Ok((secrets, Some(listing)))
+}
+
+/// With `--all`: the keys of deleted secrets in the listing (`None` without `--all`, or when
+/// they could not be told, which the report then says).
+async fn deleted(
+    op: &AwsOperator,
+    report: &mut Report,
+    selection: &Selection,
+    inputs: &[String],
+    listing: Option<Vec<crate::ports::ApiKey>>,
+) -> Option<Vec<crate::ops::DeletedSecretKeys>> {
+    let listing = listing?;
+    report.listed_all();
+    let live = live(report, inputs);
+    match op
+        .deleted_secret_keys(&listing, &live, selection.prefix.as_deref())
+        .await
+    {
+        Ok(deleted) => Some(deleted),
+        Err(e) => {
+            report.account_unreadable(e);
+            None
+        }
+    }
 }
 
 /// The secrets ListSecrets named, and the ARNs of those the report read.

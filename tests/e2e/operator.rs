@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_key_rotator::config::OldKeyAction;
-use aws_sdk_secretsmanager::types::RotationRulesType;
 use serde_json::{json, Value};
 
 use crate::cases::{rotator, setup, tied_ids};
@@ -157,23 +156,6 @@ async fn function(w: &World, timeout: i32, env: &[(&str, &str)]) -> R<String> {
         .send()
         .await?;
     Ok(f.function_arn().unwrap_or_default().to_owned())
-}
-
-/// Enables rotation with `function` and opens a rotation (AWSPENDING, no value yet).
-async fn open_with(w: &World, secret: &str, function: &str) -> R<String> {
-    let token = w.token();
-    w.sm.rotate_secret()
-        .secret_id(secret)
-        .rotation_lambda_arn(function)
-        .rotation_rules(
-            RotationRulesType::builder()
-                .automatically_after_days(30)
-                .build(),
-        )
-        .client_request_token(&token)
-        .send()
-        .await?;
-    Ok(token)
 }
 
 async fn move_stage(
@@ -404,7 +386,7 @@ pub async fn check_reports_each_finding_and_changes_nothing(w: Arc<World>) -> R<
         if let Some(f) = &c.function {
             // Rotation enabled with this function; the rotation it opens is cancelled at once,
             // as an operator who enabled rotation without rotating would leave it.
-            let token = open_with(&w, &secret, f).await?;
+            let token = w.open_rotation_with(&secret, f).await?;
             move_stage(&w, &secret, AWSPENDING, None, Some(&token)).await?;
         }
         let before = w.snapshot(&secret, &[&plan, &overlapping]).await?;
@@ -451,12 +433,12 @@ pub async fn check_reports_each_finding_and_changes_nothing(w: Arc<World>) -> R<
             &[("KeyName", &w.unique("checked")), ("UsagePlan", &plan)],
         )
         .await?;
-    let token = open_with(&w, &secret, &lenient).await?;
+    let token = w.open_rotation_with(&secret, &lenient).await?;
     World::run_steps(&r, &secret, &token).await?;
     let first_key =
         str_field(&w.value(&secret, AWSCURRENT).await?, "api_key_id").ok_or("no current key")?;
     // An open rotation, young: in progress.
-    let open = open_with(&w, &secret, &lenient).await?;
+    let open = w.open_rotation_with(&secret, &lenient).await?;
     let run = cli(&w, &["--json", "check", &secret]).await?;
     ensure!(
         codes(&run.json["secrets"][0])
@@ -475,7 +457,7 @@ pub async fn check_reports_each_finding_and_changes_nothing(w: Arc<World>) -> R<
             &[("KeyName", &w.unique("checked")), ("UsagePlan", &plan)],
         )
         .await?;
-    open_with(&w, &stuck, &short).await?;
+    w.open_rotation_with(&stuck, &short).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = w.snapshot(&stuck, &[&plan]).await?;
     let run = cli(&w, &["--json", "check", &stuck]).await?;

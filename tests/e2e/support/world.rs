@@ -323,11 +323,16 @@ impl World {
     /// What Secrets Manager does first: RotateSecret opens the token's AWSPENDING version with
     /// no value (the registered function cannot run here).
     pub async fn open_rotation(&self, secret: &str) -> R<String> {
+        self.open_rotation_with(secret, &self.lambda_arn).await
+    }
+
+    /// The same, with `function` as the secret's rotation function.
+    pub async fn open_rotation_with(&self, secret: &str, function: &str) -> R<String> {
         let token = self.token();
         self.sm
             .rotate_secret()
             .secret_id(secret)
-            .rotation_lambda_arn(&self.lambda_arn)
+            .rotation_lambda_arn(function)
             .rotation_rules(
                 RotationRulesType::builder()
                     .automatically_after_days(30)
