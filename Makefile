@@ -48,7 +48,7 @@ localstack:
 	scripts/localstack.sh install
 
 # cargo-deny, pinned, built from crates.io into .local/cargo-tools. Advisories are not checked:
-# their database lives outside the registries these machines reach (see README, Reliability).
+# their database lives outside the registries these machines reach (see docs/reliability.md).
 CARGO_DENY := .local/cargo-tools/bin/cargo-deny
 CARGO_DENY_VERSION := 0.20.2
 $(CARGO_DENY):

@@ -5,7 +5,7 @@ use std::fmt;
 
 use lambda_runtime::Diagnostic;
 
-/// What went wrong, in the words an operator acts on. The set is fixed and listed in the README.
+/// What went wrong, in the words an operator acts on. The set is fixed and listed in docs/contract.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The invocation payload is not a rotation event this function understands.
