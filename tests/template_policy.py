@@ -1,7 +1,9 @@
 """Least-privilege check of template.yaml's IAM policies.
 
 Fails on any action with a wildcard (`*` or `service:*` or `service:Get*`), and on
-`Resource: "*"` for any action that writes. Both branches of every Fn::If are checked. Before it
+`Resource: "*"` for any action that writes. Checks the tie-tag conditions on every API-key write,
+and the optional operator policies (scoped to SecretNamePrefix, ListSecrets alone on "*", the
+reader honest about reading key values). Both branches of every Fn::If are checked. Before it
 reads the template it proves, on a policy built to be wrong, that it does fail.
 
     .local/tools-venv/bin/python tests/template_policy.py template.yaml
@@ -130,6 +132,87 @@ def ownership_problems(template):
     return found
 
 
+READER = "OperatorReadKeyValuesPolicy"
+OPERATOR = "OperatorCleanupRollbackPolicy"
+READER_NEEDS = {"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
+                "secretsmanager:ListSecretVersionIds", "secretsmanager:ListSecrets", "apigateway:GET",
+                "lambda:GetFunctionConfiguration"}
+OPERATOR_NEEDS = {"secretsmanager:UpdateSecretVersionStage", "apigateway:PATCH", "apigateway:DELETE"}
+READER_PATHS = ("/apikeys", "/apikeys/*", "/usageplans", "/usageplans/*", "/usageplans/*/keys",
+                "%2Fapikeys%2F*")
+
+
+def resource_text(r):
+    if isinstance(r, dict):
+        r = r.get("Fn::Sub", r)
+        if isinstance(r, list):  # !Sub [template, {vars}]
+            r = r[0]
+    return str(r)
+
+
+def operator_policy_problems(template):
+    """The optional operator policies: each exists under the CreateOperatorPolicies condition;
+    Resource "*" only for ListSecrets, and ListSecrets only on "*"; every secret action on the
+    secrets under SecretNamePrefix; the reader reads only (kms:Decrypt aside) and says in its
+    description that it can read key values; the operator policy has what cleanup --apply and
+    rollback --apply need and writes nothing else."""
+    found = []
+    resources = template.get("Resources") or {}
+    for name, needs in ((READER, READER_NEEDS), (OPERATOR, OPERATOR_NEEDS)):
+        res = resources.get(name)
+        if not res or res.get("Type") != "AWS::IAM::ManagedPolicy":
+            found.append(f"{name}: no such AWS::IAM::ManagedPolicy")
+            continue
+        if not res.get("Condition"):
+            found.append(f"{name}: not optional (no Condition)")
+        props = res.get("Properties") or {}
+        have = set()
+        for st in as_list((props.get("PolicyDocument") or {}).get("Statement", [])):
+            if not isinstance(st, dict):
+                continue
+            sid = st.get("Sid", "?")
+            actions = [a for a in as_list(st.get("Action", [])) if isinstance(a, str)]
+            have.update(actions)
+            targets = as_list(st.get("Resource", []))
+            if st.get("Effect") != "Allow" or st.get("NotResource") is not None:
+                found.append(f"{name}/{sid}: only Allow statements on named resources are expected")
+            if "*" in targets and actions != ["secretsmanager:ListSecrets"]:
+                found.append(f"{name}/{sid}: Resource \"*\" for {actions}; only ListSecrets may have it")
+            if "secretsmanager:ListSecrets" in actions and targets != ["*"]:
+                found.append(f"{name}/{sid}: ListSecrets cannot be scoped; expected Resource \"*\" alone, got {targets}")
+            for a in actions:
+                if a.startswith("secretsmanager:") and a != "secretsmanager:ListSecrets":
+                    if not all(names_prefix(t) and ":secret:" in resource_text(t) for t in targets):
+                        found.append(f"{name}/{sid}: {a} on secrets outside SecretNamePrefix ({targets})")
+                if a.startswith("apigateway:"):
+                    for t in targets:
+                        text = resource_text(t)
+                        if ":apigateway:" not in text and "Fn::Split" not in str(t):
+                            found.append(f"{name}/{sid}: {a} on {text}, not an API Gateway path")
+                if a == "lambda:GetFunctionConfiguration" and targets != [{"Fn::GetAtt": ["Rotator", "Arn"]}]:
+                    found.append(f"{name}/{sid}: {a} on {targets}, not the rotation function alone")
+                if name == READER and is_write(a) and a != "kms:Decrypt":
+                    found.append(f"{name}/{sid}: the reader may not write ({a})")
+            if name == READER and "apigateway:GET" in actions:
+                texts = " ".join(resource_text(t) for t in targets)
+                for path in READER_PATHS:
+                    if not any(resource_text(t).endswith("::" + path) or resource_text(t).endswith(path)
+                               for t in targets):
+                        found.append(f"{name}/{sid}: GET {path} missing ({texts})")
+        for a in sorted(needs - have):
+            found.append(f"{name}: {a} missing")
+        if name == OPERATOR:
+            extra = {a for a in have if is_write(a)} - OPERATOR_NEEDS
+            if extra:
+                found.append(f"{name}: writes beyond cleanup and rollback: {sorted(extra)}")
+        if name == READER:
+            desc = props.get("Description")
+            desc = resource_text(desc) if desc is not None else ""
+            if "key values" not in " ".join(desc.split()).lower():
+                found.append(f"{name}: its Description must say that it can read key values")
+    return found
+
+
 def self_check():
     bad = {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {"Policies": [{
         "PolicyName": "p", "PolicyDocument": {"Statement": [
@@ -153,6 +236,29 @@ def self_check():
         ]}}]}}}}
     found = ownership_problems(loose)
     assert len(found) == 4, f"the ownership check missed a loose statement: {found}"
+    secret = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretNamePrefix}*"}
+    reader = {"Type": "AWS::IAM::ManagedPolicy", "Condition": "C", "Properties": {
+        "Description": "Read-only access for operators.", "PolicyDocument": {"Statement": [
+            {"Sid": "S", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+             "Resource": "*"},
+            {"Sid": "L", "Effect": "Allow", "Action": "secretsmanager:ListSecrets", "Resource": secret},
+            {"Sid": "G", "Effect": "Allow", "Action": ["apigateway:GET", "apigateway:DELETE"],
+             "Resource": [{"Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/*"}]},
+        ]}}}
+    operator = {"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {"Statement": [
+        {"Sid": "U", "Effect": "Allow", "Action": "secretsmanager:UpdateSecretVersionStage",
+         "Resource": "arn:aws:secretsmanager:r:1:secret:*"},
+        {"Sid": "P", "Effect": "Allow", "Action": "secretsmanager:PutSecretValue", "Resource": secret},
+    ]}}}
+    found = operator_policy_problems({"Resources": {READER: reader, OPERATOR: operator}})
+    expected = ["Resource \"*\" for", "ListSecrets cannot be scoped", "GetSecretValue on secrets outside",
+                "the reader may not write (apigateway:DELETE)", "GET /usageplans missing",
+                "ListSecretVersionIds missing", "lambda:GetFunctionConfiguration missing",
+                "must say that it can read key values", f"{OPERATOR}: not optional",
+                "UpdateSecretVersionStage on secrets outside", "apigateway:PATCH missing",
+                "writes beyond cleanup and rollback: ['secretsmanager:PutSecretValue']"]
+    missed = [e for e in expected if not any(e in f for f in found)]
+    assert not missed, f"the operator policy check missed {missed}: {found}"
 
 
 def main(path):
@@ -163,6 +269,7 @@ def main(path):
         return 1
     count, found = problems(template)
     found += ownership_problems(template)
+    found += operator_policy_problems(template)
     for f in found:
         print("FAILED:", f)
     if count == 0:
