@@ -15,7 +15,7 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools up down seed watch invoke rotate status ops
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools sam up down seed watch invoke rotate status ops
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
@@ -26,6 +26,7 @@ help:
 	@echo "               FLEET=N: the fleet mode (FLEET=0 skips it)"
 	@echo "               (FLEET_MODEL=strict|lenient Secrets Manager re-runs, FLEET_TIMEOUT=seconds per invocation)"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
+	@echo "make sam                   the deploy path, offline: sam validate --lint, sam build (x86_64), pinned SAM CLI"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev), with an example partner"
 	@echo "make seed [POLICY=disable] another example partner (API, plan, first key, tagged secret) on it"
 	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
@@ -92,6 +93,28 @@ $(LAMBDA)/.installed: tools/lambda-requirements.txt tools/lambda-constraints.txt
 	touch $@
 
 lambda-tools: $(LAMBDA)/.installed
+
+# The deploy path as far as it runs without an account: the README's `sam build`, from a pinned SAM
+# CLI, with cargo-lambda on PATH. x86_64, because the aarch64 target may not be installed (see
+# make build). Nothing phones home: telemetry is off, and SAM's weekly version check (a GET to
+# pypi.org after each command) is skipped by a fresh lastVersionCheck in SAM's own settings
+# directory, which __SAM_CLI_APP_DIR moves into .local (not the user's ~/.aws-sam).
+# `sam validate --lint` runs cfn-lint locally; without --lint it would build an IAM client.
+SAM := .local/sam-venv
+SAM_HOME := .local/sam-home
+$(SAM)/.installed: tools/sam-requirements.txt tools/sam-constraints.txt
+	rm -rf $(SAM)
+	$(PYTHON) -m venv $(SAM)
+	$(SAM)/bin/pip install -q --disable-pip-version-check -r tools/sam-requirements.txt -c tools/sam-constraints.txt
+	touch $@
+
+sam: $(SAM)/.installed lambda-tools
+	@mkdir -p $(SAM_HOME)
+	@$(SAM)/bin/python -c 'import json, sys, time; json.dump({"telemetryEnabled": False, "lastVersionCheck": time.time()}, open(sys.argv[1], "w"))' $(SAM_HOME)/metadata.json
+	SAM_CLI_TELEMETRY=0 __SAM_CLI_APP_DIR=$(CURDIR)/$(SAM_HOME) $(SAM)/bin/sam validate --lint --template-file template.yaml
+	SAM_CLI_TELEMETRY=0 __SAM_CLI_APP_DIR=$(CURDIR)/$(SAM_HOME) PATH=$(CURDIR)/$(LAMBDA)/bin:$$PATH \
+	  $(SAM)/bin/sam build --template-file template.yaml --build-dir .local/sam-build --parameter-overrides Architecture=x86_64
+	@ls -l .local/sam-build/Rotator/bootstrap
 
 demo:
 	scripts/demo.sh
