@@ -6,6 +6,7 @@
 
 use super::inspect::{now_secs, Inspection};
 use super::{Operator, Unreadable};
+use crate::config::TIE_TAG;
 use crate::ports::{
     FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore, VersionRef, AWSCURRENT,
     AWSPENDING, AWSPREVIOUS,
@@ -126,6 +127,11 @@ where
                 "the previous key {key_id} no longer exists (OldKeyAction=delete deletes it when the rotation finishes): there is nothing to roll back to; rotate again to move forward"
             ));
         };
+        if let Some(other) = key.tags.get(TIE_TAG).filter(|t| **t != meta.arn) {
+            return refuse(format!(
+                "the previous key {key_id} is tied to another secret ({other}): it is not this secret's to put back"
+            ));
+        }
         let mut steps = Vec::new();
         if !key.enabled {
             steps.push(RollbackStep::EnableKey {
