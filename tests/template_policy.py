@@ -137,7 +137,10 @@ OPERATOR = "OperatorCleanupRollbackPolicy"
 READER_NEEDS = {"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
                 "secretsmanager:ListSecretVersionIds", "secretsmanager:ListSecrets", "apigateway:GET",
                 "lambda:GetFunctionConfiguration"}
-OPERATOR_NEEDS = {"secretsmanager:UpdateSecretVersionStage", "apigateway:PATCH", "apigateway:DELETE"}
+# cleanup --apply: detach and delete (DELETE); rollback --apply: re-enable (PATCH), put the key
+# back on a plan it left (POST /usageplans/{id}/keys), move the stages.
+OPERATOR_NEEDS = {"secretsmanager:UpdateSecretVersionStage", "apigateway:PATCH", "apigateway:DELETE",
+                  "apigateway:POST"}
 READER_PATHS = ("/apikeys", "/apikeys/*", "/usageplans", "/usageplans/*", "/usageplans/*/keys",
                 "%2Fapikeys%2F*")
 
@@ -191,6 +194,9 @@ def operator_policy_problems(template):
                             found.append(f"{name}/{sid}: {a} on {text}, not an API Gateway path")
                 if a == "lambda:GetFunctionConfiguration" and targets != [{"Fn::GetAtt": ["Rotator", "Arn"]}]:
                     found.append(f"{name}/{sid}: {a} on {targets}, not the rotation function alone")
+                if name == OPERATOR and a == "apigateway:POST" and not all(
+                        resource_text(t).endswith("/keys") or "Fn::Split" in str(t) for t in targets):
+                    found.append(f"{name}/{sid}: POST beyond attaching keys to plans ({targets})")
                 if name == READER and is_write(a) and a != "kms:Decrypt":
                     found.append(f"{name}/{sid}: the reader may not write ({a})")
             if name == READER and "apigateway:GET" in actions:
@@ -256,6 +262,7 @@ def self_check():
                 "ListSecretVersionIds missing", "lambda:GetFunctionConfiguration missing",
                 "must say that it can read key values", f"{OPERATOR}: not optional",
                 "UpdateSecretVersionStage on secrets outside", "apigateway:PATCH missing",
+                "apigateway:POST missing",
                 "writes beyond cleanup and rollback: ['secretsmanager:PutSecretValue']"]
     missed = [e for e in expected if not any(e in f for f in found)]
     assert not missed, f"the operator policy check missed {missed}: {found}"
