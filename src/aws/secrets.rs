@@ -69,9 +69,16 @@ impl SecretStore for AwsSecretStore {
             }
             Err(e) => return Err(aws_error("DescribeSecret", &e)),
         };
+        // The versions that carry a label, as AWS reports them (an emulator may also list a
+        // version whose labels were all removed).
         let versions: BTreeMap<String, Vec<String>> = out
             .version_ids_to_stages()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, stages)| !stages.is_empty())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Some(SecretMetadata {
             arn: out.arn().unwrap_or_default().to_owned(),

@@ -3,8 +3,6 @@
 //! refuses a secret whose rotation is open, re-reads the secret before each delete, and skips
 //! every key a labelled version holds or is named after.
 
-use std::collections::BTreeSet;
-
 use super::inspect::{DeletedSecretKeys, Inspection, Role};
 use super::{Operator, Unreadable};
 use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
@@ -80,27 +78,20 @@ where
         if !apply {
             return out;
         }
-        // Every key a labelled version is named after or holds is left alone, whatever happens.
-        let protected: BTreeSet<&str> = seen
-            .keys
-            .iter()
-            .filter(|k| k.role != Role::Orphan)
-            .map(|k| k.id.as_str())
-            .chain(seen.versions.iter().filter_map(|v| v.key_id.as_deref()))
-            .collect();
+        // Orphans are held by no labelled version (`inspect`'s roles); one whose name ends with
+        // a labelled version's id is left alone too, whatever its prefix.
         for orphan in &out.orphans {
-            if protected.contains(orphan.id.as_str())
-                || seen
-                    .meta
-                    .versions
-                    .keys()
-                    .any(|v| orphan.name.ends_with(v.as_str()))
+            if seen
+                .meta
+                .versions
+                .keys()
+                .any(|v| orphan.name.ends_with(v.as_str()))
             {
                 continue;
             }
             // The secret is read again before each delete: a rotation that started since, or
             // any label that moved, stops the cleanup.
-            match self.read_secret(&seen.meta.arn).await {
+            match self.rotator.secrets.describe(&seen.meta.arn).await {
                 Ok(Some(now)) if now.versions == seen.meta.versions => {}
                 Ok(_) => {
                     out.refused = Some(
@@ -109,7 +100,7 @@ where
                     return out;
                 }
                 Err(e) => {
-                    out.failed.push((orphan.id.clone(), e.0));
+                    out.failed.push((orphan.id.clone(), e.to_string()));
                     return out;
                 }
             }
