@@ -137,13 +137,7 @@ pub async fn main() -> ExitCode {
         old_key_action: cli.settings.old_key_action.clone(),
     };
     // The settings given are validated before any call, by the function's own rules.
-    let given = |name: &str| match name {
-        "ALLOWED_USAGE_PLAN_IDS" => overrides.allowed_usage_plan_ids.clone(),
-        "ALLOWED_TEST_URL_HOSTS" => overrides.allowed_test_url_hosts.clone(),
-        "OLD_KEY_ACTION" => overrides.old_key_action.clone(),
-        _ => None,
-    };
-    if let Err(e) = FunctionConfig::from_lookup(&given) {
+    if let Err(e) = FunctionConfig::from_lookup(&|name| overrides.lookup(name)) {
         eprintln!("error: {}", e.cause);
         return ExitCode::from(EXIT_USAGE);
     }

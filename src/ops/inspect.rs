@@ -74,6 +74,9 @@ pub struct Inspection {
     pub versions: Vec<VersionView>,
     pub keys: Vec<KeyView>,
     pub findings: Vec<Finding>,
+    /// How long a step of the secret's rotation function may run (its Timeout, or the
+    /// template's when it cannot be read).
+    pub function_timeout: std::time::Duration,
 }
 
 impl Inspection {
@@ -140,7 +143,7 @@ where
         listing: Option<&[ApiKey]>,
     ) -> Result<Inspection, Unreadable> {
         let secrets = &self.rotator.secrets;
-        let meta = self.read_secret(secret_id).await?.ok_or_else(|| {
+        let meta = secrets.describe(secret_id).await?.ok_or_else(|| {
             Unreadable("the secret does not exist (or these credentials may not see it)".into())
         })?;
         let dates = secrets.version_dates(&meta.arn).await?;
@@ -346,20 +349,8 @@ where
             versions,
             keys,
             findings,
+            function_timeout: resolved.timeout,
         })
-    }
-
-    /// DescribeSecret, keeping the versions that carry a label (as AWS reports them; an emulator
-    /// may list a version whose labels were all removed).
-    pub(crate) async fn read_secret(
-        &self,
-        secret_id: &str,
-    ) -> Result<Option<SecretMetadata>, Unreadable> {
-        let mut meta = self.rotator.secrets.describe(secret_id).await?;
-        if let Some(m) = meta.as_mut() {
-            m.versions.retain(|_, stages| !stages.is_empty());
-        }
-        Ok(meta)
     }
 
     /// An open rotation: a warning while a step may still be running, an error after the
@@ -436,7 +427,7 @@ where
         }
         let mut out = Vec::new();
         for (tie, keys) in by_tie {
-            let scheduled_for_deletion = match self.read_secret(&tie).await? {
+            let scheduled_for_deletion = match self.rotator.secrets.describe(&tie).await? {
                 None => false,
                 Some(meta) if meta.deleted.is_some() => true,
                 // A live secret without a KeyName tag: its keys are not orphans.

@@ -42,7 +42,8 @@ pub struct SettingsOverrides {
 }
 
 impl SettingsOverrides {
-    fn lookup(&self, name: &str) -> Option<String> {
+    /// The setting given for `name` (an environment variable's name), if any.
+    pub fn lookup(&self, name: &str) -> Option<String> {
         match name {
             "ALLOWED_USAGE_PLAN_IDS" => self.allowed_usage_plan_ids.clone(),
             "ALLOWED_TEST_URL_HOSTS" => self.allowed_test_url_hosts.clone(),

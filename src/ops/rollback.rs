@@ -88,11 +88,7 @@ where
                 .find(|v| v.id == open)
                 .and_then(|v| v.created)
                 .map(|c| now_secs() - c);
-            let timeout = self
-                .settings_for(meta.rotation.lambda_arn.as_deref())
-                .await
-                .timeout
-                .as_secs() as i64;
+            let timeout = seen.function_timeout.as_secs() as i64;
             if age.is_none_or(|a| a <= timeout) {
                 return refuse(format!(
                     "a rotation is open on version {open} and may still be running; wait for it to finish (at most {timeout} s), then roll back"
