@@ -69,6 +69,10 @@ codes! {
     PendingStale = "pending-stale", RotationState;
     OrphanKeys = "orphan-keys", RotationState;
     SecretScheduledForDeletion = "secret-scheduled-for-deletion", RotationState;
+    SecretArnTooLong = "secret-arn-too-long", InvalidConfiguration;
+    PreviousKeyNotRetired = "previous-key-not-retired", RotationState;
+    VersionValueUnreadable = "version-value-unreadable", RotationState;
+    PendingKeyNotMadeForIt = "pending-key-not-made-for-it", RotationState;
 }
 
 impl fmt::Display for Code {

@@ -14,6 +14,7 @@ pub mod event;
 pub mod finding;
 pub mod metrics;
 pub mod ops;
+pub mod ownership;
 pub mod ports;
 pub mod probe;
 pub mod rotation;

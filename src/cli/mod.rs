@@ -108,6 +108,10 @@ enum Command {
         secret: String,
         #[arg(long)]
         apply: bool,
+        /// Roll back even though a rotation is open, cancelling it (for an abandoned rotation:
+        /// `check` reports rotation-unfinished).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -187,14 +191,18 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
             match select(op, &selection).await {
                 Err(e) => report.account_unreadable(e),
                 Ok((inputs, listing)) => {
+                    let mut held = BTreeSet::new();
                     for input in &inputs {
                         report.push(match op.inspect(input, listing.as_deref()).await {
-                            Ok(seen) => Entry::status(input.clone(), seen),
+                            Ok(seen) => {
+                                held.extend(seen.survey.held_ids());
+                                Entry::status(input.clone(), seen)
+                            }
                             Err(e) => Entry::unreadable(input.clone(), e),
                         });
                     }
                     if let Some(deleted) =
-                        deleted(op, &mut report, &selection, &inputs, listing).await
+                        deleted(op, &mut report, &selection, &inputs, &held, listing).await
                     {
                         report.deleted_secrets_status(deleted);
                     }
@@ -207,16 +215,18 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
             match select(op, &selection).await {
                 Err(e) => report.account_unreadable(e),
                 Ok((inputs, listing)) => {
+                    let mut held = BTreeSet::new();
                     for input in &inputs {
                         report.push(match op.inspect(input, listing.as_deref()).await {
                             Ok(seen) => {
+                                held.extend(seen.survey.held_ids());
                                 let outcome = op.cleanup(&seen, apply).await;
                                 Entry::cleanup(input.clone(), &seen, outcome, apply)
                             }
                             Err(e) => Entry::unreadable(input.clone(), e),
                         });
                     }
-                    for d in deleted(op, &mut report, &selection, &inputs, listing)
+                    for d in deleted(op, &mut report, &selection, &inputs, &held, listing)
                         .await
                         .unwrap_or_default()
                     {
@@ -229,10 +239,14 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
             }
             report
         }
-        Command::Rollback { secret, apply } => {
+        Command::Rollback {
+            secret,
+            apply,
+            force,
+        } => {
             let mut report = Report::new("rollback");
             let entry = match op.inspect(&secret, None).await {
-                Ok(seen) => match op.rollback(&seen, apply).await {
+                Ok(seen) => match op.rollback(&seen, apply, force).await {
                     Ok(outcome) => Entry::rollback(secret, &seen, outcome, apply),
                     Err(e) => Entry::unreadable(secret, e),
                 },
@@ -269,13 +283,14 @@ async fn deleted(
     report: &mut Report,
     selection: &Selection,
     inputs: &[String],
+    held: &BTreeSet<String>,
     listing: Option<Vec<crate::ports::ApiKey>>,
 ) -> Option<Vec<crate::ops::DeletedSecretKeys>> {
     let listing = listing?;
     report.listed_all();
     let live = live(report, inputs);
     match op
-        .deleted_secret_keys(&listing, &live, selection.prefix.as_deref())
+        .deleted_secret_keys(&listing, &live, held, selection.prefix.as_deref())
         .await
     {
         Ok(deleted) => Some(deleted),

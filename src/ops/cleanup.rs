@@ -1,17 +1,24 @@
-//! `cleanup`: retires the keys a secret owns that no version needs, through the code
-//! finishSecret uses (detach from every plan, then delete). It never races a rotation: it
-//! refuses a secret whose rotation is open, re-reads the secret before each delete, and skips
-//! every key a labelled version holds or is named after.
+//! `cleanup`: retires the keys a secret owns that no version needs, and a previous key alive
+//! against the policy, through the code finishSecret uses. Which keys those are is the ownership
+//! survey's to say: no key any labelled version's raw value names, parsed or not, is touched. It
+//! never races a rotation: it refuses a secret whose rotation is open or that has error
+//! findings, and re-reads the secret before each change.
 
-use super::inspect::{DeletedSecretKeys, Inspection, Role};
+use super::inspect::Inspection;
+use super::roles::Role;
 use super::{Operator, Unreadable};
+use crate::finding::Code;
 use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
+
+pub use super::deleted::DeletedSecretKeys;
 
 /// Why a key is an orphan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrphanReason {
     /// The secret owns it and no version needs it (an abandoned rotation, a duplicate).
     NoVersionNeedsIt,
+    /// The previous key, alive against the secret's OldKeyAction: retired by that policy.
+    PreviousKeyNotRetired,
     /// Its tie names a secret that no longer exists.
     SecretDeleted,
     /// Its tie names a secret scheduled for deletion: reported, never retired (the secret may
@@ -23,6 +30,7 @@ impl OrphanReason {
     pub fn as_str(self) -> &'static str {
         match self {
             OrphanReason::NoVersionNeedsIt => "no-version-needs-it",
+            OrphanReason::PreviousKeyNotRetired => "previous-key-not-retired",
             OrphanReason::SecretDeleted => "secret-deleted",
             OrphanReason::SecretScheduledForDeletion => "secret-scheduled-for-deletion",
         }
@@ -47,6 +55,9 @@ pub struct CleanupOutcome {
     pub refused: Option<String>,
 }
 
+/// The findings cleanup itself resolves; any other error finding stops it.
+const RESOLVES: [Code; 2] = [Code::OrphanKeys, Code::PreviousKeyNotRetired];
+
 impl<S, K, P, F> Operator<S, K, P, F>
 where
     S: SecretStore + SecretCatalog,
@@ -56,17 +67,29 @@ where
 {
     /// The secret's orphans, retired with `apply`.
     pub async fn cleanup(&self, seen: &Inspection, apply: bool) -> CleanupOutcome {
+        let mut orphans: Vec<Orphan> = seen
+            .keys
+            .iter()
+            .filter(|k| k.role == Role::Orphan)
+            .map(|k| Orphan {
+                id: k.id.clone(),
+                name: k.name.clone(),
+                reason: OrphanReason::NoVersionNeedsIt,
+            })
+            .collect();
+        if seen
+            .findings
+            .iter()
+            .any(|f| f.code == Code::PreviousKeyNotRetired)
+        {
+            orphans.extend(seen.key_of(Role::Previous).map(|k| Orphan {
+                id: k.id.clone(),
+                name: k.name.clone(),
+                reason: OrphanReason::PreviousKeyNotRetired,
+            }));
+        }
         let mut out = CleanupOutcome {
-            orphans: seen
-                .keys
-                .iter()
-                .filter(|k| k.role == Role::Orphan)
-                .map(|k| Orphan {
-                    id: k.id.clone(),
-                    name: k.name.clone(),
-                    reason: OrphanReason::NoVersionNeedsIt,
-                })
-                .collect(),
+            orphans,
             ..CleanupOutcome::default()
         };
         if let Some(version) = seen.open_rotation() {
@@ -75,21 +98,26 @@ where
             ));
             return out;
         }
+        let errors: Vec<&str> = seen
+            .findings
+            .iter()
+            .filter(|f| f.is_error() && !RESOLVES.contains(&f.code))
+            .map(|f| f.code.as_str())
+            .collect();
+        if !errors.is_empty() {
+            out.refused = Some(format!(
+                "the secret has error findings ({}): cleanup acts only on a secret whose every version and setting it can read; fix them first (api-key-rotator check {})",
+                errors.join(", "),
+                seen.meta.name
+            ));
+            return out;
+        }
         if !apply {
             return out;
         }
-        // Orphans are held by no labelled version (`inspect`'s roles); one whose name ends with
-        // a labelled version's id is left alone too, whatever its prefix.
+        let mut survey = seen.survey.clone();
         for orphan in &out.orphans {
-            if seen
-                .meta
-                .versions
-                .keys()
-                .any(|v| orphan.name.ends_with(v.as_str()))
-            {
-                continue;
-            }
-            // The secret is read again before each delete: a rotation that started since, or
+            // The secret is read again before each change: a rotation that started since, or
             // any label that moved, stops the cleanup.
             match self.rotator.secrets.describe(&seen.meta.arn).await {
                 Ok(Some(now)) if now.versions == seen.meta.versions => {}
@@ -104,11 +132,27 @@ where
                     return out;
                 }
             }
-            match self
-                .rotator
-                .delete_key(&orphan.id, "cleanup: no version of the secret needs it")
-                .await
-            {
+            let result = match orphan.reason {
+                OrphanReason::PreviousKeyNotRetired => match &seen.settings {
+                    Some(settings) => {
+                        match survey.tie_if_untied(&self.rotator.keys, &orphan.id).await {
+                            Ok(()) => {
+                                self.rotator
+                                    .retire_previous(settings.old_key_action, &orphan.id, &survey)
+                                    .await
+                            }
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                    None => continue,
+                },
+                _ => {
+                    self.rotator
+                        .delete_key(&orphan.id, "cleanup: no version of the secret needs it")
+                        .await
+                }
+            };
+            match result {
                 Ok(()) => out.retired.push(orphan.id.clone()),
                 Err(e) => out.failed.push((orphan.id.clone(), e.cause)),
             }

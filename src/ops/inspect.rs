@@ -1,17 +1,20 @@
 //! What a secret holds, and everything that would make its rotation refuse, fail or go wrong:
-//! the `check` and `status` commands. Nothing here changes anything.
+//! the `check` and `status` commands. Nothing here changes anything. Which keys the secret owns,
+//! and which a version holds, is the ownership survey's to say (`crate::ownership`); the rules
+//! are in `rules` and `crate::rotation::validate`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Operator, Unreadable};
-use crate::config::{RotationSettings, TIE_TAG};
+use super::roles::{role_of, Role};
+use super::{rules, Operator, Unreadable};
+use crate::config::RotationSettings;
 use crate::finding::{Code, Finding, Severity};
+use crate::ownership::{Survey, Tie, Values};
 use crate::ports::{
     ApiKey, FunctionReader, KeyGateway, Prober, SecretCatalog, SecretMetadata, SecretStore,
-    VersionRef, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
+    VersionRef, AWSCURRENT, AWSPENDING,
 };
-use crate::rotation::ownership::{named_for, prefix_of, Search};
 use crate::rotation::validate;
 use crate::secret::{CurrentValue, SecretValue};
 
@@ -24,34 +27,6 @@ pub struct VersionView {
     pub created: Option<i64>,
     /// The key its value holds.
     pub key_id: Option<String>,
-}
-
-/// The part a key plays for the secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Current,
-    Previous,
-    Pending,
-    /// Held by a version with another label.
-    Labelled,
-    /// Named after a labelled version but held by none: a duplicate from a lost answer, which
-    /// the next rotation's finishSecret deletes.
-    Duplicate,
-    /// Owned, and no version needs it: `cleanup` retires it.
-    Orphan,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Current => "current",
-            Role::Previous => "previous",
-            Role::Pending => "pending",
-            Role::Labelled => "labelled",
-            Role::Duplicate => "duplicate",
-            Role::Orphan => "orphan",
-        }
-    }
 }
 
 /// A key the secret owns.
@@ -77,6 +52,12 @@ pub struct Inspection {
     /// How long a step of the secret's rotation function may run (its Timeout, or the
     /// template's when it cannot be read).
     pub function_timeout: std::time::Duration,
+    /// The settings the rotation function applies to the secret, when they are valid.
+    pub settings: Option<RotationSettings>,
+    /// What the secret owns and what its versions hold.
+    pub survey: Survey,
+    /// The labelled versions' creation dates (seconds since the epoch).
+    pub dates: BTreeMap<String, i64>,
 }
 
 impl Inspection {
@@ -96,29 +77,12 @@ impl Inspection {
     }
 }
 
-/// Keys tied to a secret that no longer exists (`status --all`, `cleanup --all`).
-#[derive(Debug, Clone)]
-pub struct DeletedSecretKeys {
-    /// The secret's ARN, as the tie tag names it.
-    pub secret: String,
-    /// The secret is scheduled for deletion and may still be restored: its keys are reported,
-    /// never retired.
-    pub scheduled_for_deletion: bool,
-    pub keys: Vec<KeyView>,
-}
-
 /// A labelled version's value, as the rules read it.
-struct VersionValue {
+pub(crate) struct VersionValue {
     /// The value as the rotation reads an AWSCURRENT value (`Err`: why it cannot).
-    parsed: Result<CurrentValue, String>,
+    pub parsed: Result<CurrentValue, String>,
     /// The value as a full one this function wrote, when it is.
-    written: Option<SecretValue>,
-}
-
-impl VersionValue {
-    fn key_id(&self) -> Option<&String> {
-        self.parsed.as_ref().ok().and_then(|v| v.key_id.as_ref())
-    }
+    pub written: Option<SecretValue>,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -149,19 +113,21 @@ where
         let dates = secrets.version_dates(&meta.arn).await?;
         let mut findings = Vec::new();
 
+        let mut raw_values = Values::new();
         let mut values: BTreeMap<String, VersionValue> = BTreeMap::new();
         for version in meta.versions.keys() {
             let raw = secrets
                 .get_value(&meta.arn, VersionRef::Id(version, None))
                 .await?;
-            let raw = raw.as_ref().map(|t| t.0.as_str());
+            let text = raw.as_ref().map(|t| t.0.as_str());
             values.insert(
                 version.clone(),
                 VersionValue {
-                    parsed: CurrentValue::parse(raw).map_err(|e| e.cause),
-                    written: raw.and_then(|r| SecretValue::parse(r, "version's").ok()),
+                    parsed: CurrentValue::parse(text).map_err(|e| e.cause),
+                    written: text.and_then(|r| SecretValue::parse(r, "version's").ok()),
                 },
             );
+            raw_values.insert(version.clone(), raw);
         }
 
         // The rotation function's settings, then the rules createSecret applies.
@@ -221,81 +187,33 @@ where
             Some(VersionValue { parsed: Ok(v), .. }) => Some(v.clone()),
             None => Some(CurrentValue::empty()),
         };
+        findings.extend(validate::tie_too_long(&meta.arn));
 
-        // The secret's keys: the tags' prefix, the prefixes its versions' keys were named
-        // under, the keys its versions hold and their records.
-        let mut search = Search::default();
-        if let Some(s) = &settings {
-            search.prefixes.insert(s.key_prefix());
-        }
-        for (version, value) in &values {
-            let Ok(value) = &value.parsed else { continue };
-            if let Some(id) = &value.key_id {
-                search.ids.insert(id.clone());
-                search.labelled.insert(id.clone());
-            }
-            search
-                .ids
-                .extend(value.owned_key_ids.iter().flatten().cloned());
-            if let Some(prefix) = value
-                .key_name
-                .as_deref()
-                .and_then(|n| prefix_of(n, version))
-            {
-                search.prefixes.insert(prefix);
-            }
-        }
-        let holdings = self
-            .rotator
-            .find_owned_in(&meta.arn, &search, listing)
-            .await?;
+        let survey = Survey::read(
+            &self.rotator.secrets,
+            &self.rotator.keys,
+            &meta,
+            raw_values,
+            listing,
+        )
+        .await?;
         if let Some(current) = &current {
-            if let (_, Some(f)) = validate::current_key(current, &holdings) {
+            if let (_, Some(f)) = validate::current_key(current, &survey) {
                 findings.push(f);
             }
         }
-        findings.extend(rotation_findings(&meta));
-        findings.extend(self.open_rotation_findings(&meta, &values, &dates, &resolved));
+        findings.extend(rules::rotation_findings(&meta));
+        findings.extend(rules::open_rotation_findings(
+            &meta, &values, &dates, &resolved, &survey,
+        ));
+        findings.extend(rules::unreadable_versions(&meta, &survey));
 
-        // Roles.
-        let key_of = |stage: &str| {
-            meta.version_with(stage)
-                .and_then(|v| values.get(v))
-                .and_then(|v| v.key_id().cloned())
-        };
-        let current_key = key_of(AWSCURRENT);
-        let previous_key = meta
-            .version_with(AWSPREVIOUS)
-            .filter(|v| Some(*v) != current_version.as_deref())
-            .and_then(|v| values.get(v))
-            .and_then(|v| v.key_id().cloned());
-        let pending_key = meta
-            .versions
-            .iter()
-            .find(|(_, s)| s.iter().any(|l| l == AWSPENDING) && !s.iter().any(|l| l == AWSCURRENT))
-            .and_then(|(v, _)| values.get(v))
-            .and_then(|v| v.key_id().cloned());
-        let held: BTreeSet<&String> = values.values().filter_map(VersionValue::key_id).collect();
         let mut keys = Vec::new();
-        for (id, key) in &holdings.owned {
-            let role = if current_key.as_ref() == Some(id) {
-                Role::Current
-            } else if previous_key.as_ref() == Some(id) {
-                Role::Previous
-            } else if pending_key.as_ref() == Some(id) {
-                Role::Pending
-            } else if held.contains(id) {
-                Role::Labelled
-            } else if meta.versions.keys().any(|v| named_for(key, v)) {
-                Role::Duplicate
-            } else {
-                Role::Orphan
-            };
-            let tie = key
-                .tags
-                .get(TIE_TAG)
-                .cloned()
-                .or_else(|| holdings.tied_later.contains(id).then(|| meta.arn.clone()));
+        for (id, owned) in &survey.owned {
+            let key = &owned.key;
+            let tie = crate::ownership::tie(key)
+                .map(str::to_owned)
+                .or_else(|| (owned.tie == Tie::Later).then(|| meta.arn.clone()));
             keys.push(KeyView {
                 id: id.clone(),
                 name: key.name.clone(),
@@ -303,26 +221,17 @@ where
                 usage_plan_ids: self.rotator.keys.plans_of_key(id).await?,
                 created: key.created,
                 tie,
-                role,
+                role: role_of(&survey, id),
             });
         }
         keys.sort_by(|a, b| (a.role, a.created, &a.id).cmp(&(b.role, b.created, &b.id)));
-        let orphans: Vec<&str> = keys
-            .iter()
-            .filter(|k| k.role == Role::Orphan)
-            .map(|k| k.id.as_str())
-            .collect();
-        if !orphans.is_empty() {
-            findings.push(Finding::warning(
-                Code::OrphanKeys,
-                format!(
-                    "the secret owns {} key(s) that no version needs: {}",
-                    orphans.len(),
-                    orphans.join(", ")
-                ),
-                format!("api-key-rotator cleanup {} --apply", meta.name),
-            ));
-        }
+        findings.extend(rules::key_findings(
+            &meta,
+            &keys,
+            &values,
+            settings.as_ref().map(|s| s.old_key_action),
+            self.open_rotation_in(&meta).is_some(),
+        ));
         if meta.deleted.is_some() {
             findings.push(Finding::warning(
                 Code::SecretScheduledForDeletion,
@@ -340,7 +249,7 @@ where
                 id: id.clone(),
                 stages: stages.clone(),
                 created: dates.get(id).copied(),
-                key_id: values.get(id).and_then(|v| v.key_id().cloned()),
+                key_id: survey.key_of(id).map(str::to_owned),
             })
             .collect();
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -350,179 +259,16 @@ where
             keys,
             findings,
             function_timeout: resolved.timeout,
+            settings,
+            survey,
+            dates,
         })
     }
 
-    /// An open rotation: a warning while a step may still be running, an error after the
-    /// function's timeout; and the rules the steps apply to a pending version.
-    fn open_rotation_findings(
-        &self,
-        meta: &SecretMetadata,
-        values: &BTreeMap<String, VersionValue>,
-        dates: &BTreeMap<String, i64>,
-        resolved: &super::ResolvedSettings,
-    ) -> Vec<Finding> {
-        let mut findings = Vec::new();
-        for (version, stages) in &meta.versions {
-            if !stages.iter().any(|s| s == AWSPENDING) || stages.iter().any(|s| s == AWSCURRENT) {
-                continue;
-            }
-            if let Some(f) = validate::rolled_back_pending(meta, version) {
-                findings.push(f);
-                continue;
-            }
-            if let Some(f) = values
-                .get(version)
-                .and_then(|v| v.written.as_ref())
-                .and_then(|w| validate::stale_pending(meta, w, version))
-            {
-                findings.push(f);
-                continue;
-            }
-            let age = dates.get(version).map(|c| now_secs() - c);
-            let timeout = resolved.timeout.as_secs() as i64;
-            let cancel = format!(
-                "find the cause in the function's logs, fix it, then rotate again (aws secretsmanager rotate-secret --secret-id {0}) or cancel the rotation (aws secretsmanager update-secret-version-stage --secret-id {0} --version-stage AWSPENDING --remove-from-version-id {version})",
-                meta.name
-            );
-            match age {
-                Some(age) if age <= timeout => findings.push(Finding::warning(
-                    Code::RotationInProgress,
-                    format!(
-                        "a rotation is open on version {version}, created {age} s ago: a step may still be running (the function's timeout is {timeout} s)"
-                    ),
-                    format!("wait {} s and check again", timeout - age + 1),
-                )),
-                _ => findings.push(Finding::error(
-                    Code::RotationUnfinished,
-                    format!(
-                        "a rotation is unfinished on version {version}{}: the next rotation cannot start",
-                        age.map(|a| format!(", created {a} s ago")).unwrap_or_default()
-                    ),
-                    cancel,
-                )),
-            }
-        }
-        findings
-    }
-
-    /// Keys tied to a secret that no longer exists, from `listing`, leaving out the secrets in
-    /// `live`, any secret of another region, and with `prefix` any secret whose name does not
-    /// start with it. Each such secret is described once.
-    pub async fn deleted_secret_keys(
-        &self,
-        listing: &[ApiKey],
-        live: &BTreeSet<String>,
-        prefix: Option<&str>,
-    ) -> Result<Vec<DeletedSecretKeys>, Unreadable> {
-        let mut by_tie: BTreeMap<String, Vec<&ApiKey>> = BTreeMap::new();
-        for key in listing {
-            if let Some(tie) = key.tags.get(TIE_TAG) {
-                let in_scope = prefix.is_none_or(|p| arn_secret_name(tie).starts_with(p));
-                if in_scope && !live.contains(tie) && arn_region(tie) == Some(self.region.as_str())
-                {
-                    by_tie.entry(tie.clone()).or_default().push(key);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for (tie, keys) in by_tie {
-            let scheduled_for_deletion = match self.rotator.secrets.describe(&tie).await? {
-                None => false,
-                Some(meta) if meta.deleted.is_some() => true,
-                // A live secret without a KeyName tag: its keys are not orphans.
-                Some(_) => continue,
-            };
-            let mut views = Vec::new();
-            for key in keys {
-                views.push(KeyView {
-                    id: key.id.clone(),
-                    name: key.name.clone(),
-                    enabled: key.enabled,
-                    usage_plan_ids: self.rotator.keys.plans_of_key(&key.id).await?,
-                    created: key.created,
-                    tie: Some(tie.clone()),
-                    role: Role::Orphan,
-                });
-            }
-            out.push(DeletedSecretKeys {
-                secret: tie,
-                scheduled_for_deletion,
-                keys: views,
-            });
-        }
-        Ok(out)
-    }
-}
-
-/// The secret's rotation configuration: not enabled yet is a warning, since `check` is the
-/// command to run before enabling it.
-fn rotation_findings(meta: &SecretMetadata) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    if !meta.rotation_enabled {
-        findings.push(Finding::warning(
-            Code::RotationNotEnabled,
-            "rotation is not enabled for the secret",
-            format!(
-                "aws secretsmanager rotate-secret --secret-id {} --rotation-lambda-arn <the function's ARN> --rotation-rules '{{\"ScheduleExpression\": \"rate(30 days)\"}}'",
-                meta.name
-            ),
-        ));
-    }
-    if meta.rotation.lambda_arn.is_none() {
-        findings.push(Finding::warning(
-            Code::RotationFunctionUnset,
-            "the secret has no rotation function",
-            "set it when enabling rotation (--rotation-lambda-arn)",
-        ));
-    }
-    if meta.rotation.schedule.is_none() {
-        findings.push(Finding::warning(
-            Code::RotationScheduleUnset,
-            "the secret has no rotation schedule: it rotates only on demand",
-            "set one when enabling rotation (--rotation-rules)",
-        ));
-    }
-    findings
-}
-
-/// The region of an ARN (`arn:partition:service:region:account:...`).
-fn arn_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    (parts.next() == Some("arn")).then_some(())?;
-    parts.nth(2).filter(|r| !r.is_empty())
-}
-
-/// The secret name in a secret's ARN (`...:secret:NAME-abcdef`; Secrets Manager appends a dash
-/// and six characters).
-fn arn_secret_name(arn: &str) -> &str {
-    let name = arn.split_once(":secret:").map_or(arn, |(_, n)| n);
-    match name.rsplit_once('-') {
-        Some((base, suffix)) if suffix.len() == 6 => base,
-        _ => name,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_names_in_arns() {
-        assert_eq!(
-            arn_secret_name("arn:aws:secretsmanager:eu-west-1:123:secret:team/partner-a-AbCdEf"),
-            "team/partner-a"
-        );
-        assert_eq!(arn_secret_name("plain"), "plain");
-    }
-
-    #[test]
-    fn arn_regions() {
-        assert_eq!(
-            arn_region("arn:aws:secretsmanager:eu-west-1:123:secret:s-AbC"),
-            Some("eu-west-1")
-        );
-        assert_eq!(arn_region("s-AbC"), None);
-        assert_eq!(arn_region("arn:aws:secretsmanager::123:secret:s"), None);
+    fn open_rotation_in<'m>(&self, meta: &'m SecretMetadata) -> Option<&'m str> {
+        meta.versions
+            .iter()
+            .find(|(_, s)| s.iter().any(|l| l == AWSPENDING) && !s.iter().any(|l| l == AWSCURRENT))
+            .map(|(v, _)| v.as_str())
     }
 }

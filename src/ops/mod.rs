@@ -1,7 +1,8 @@
 //! The operator commands' work, without their output: what a secret holds and what is wrong
-//! with it (`inspect`), and the two commands that change things (`cleanup`, `rollback`). They
-//! work through the rotation's own rules (`crate::rotation::validate`, `RotationSettings`),
-//! its ownership search, and its retirement code, so that a rule lives in one place.
+//! with it (`inspect`, `roles`, `rules`, `deleted`), and the two commands that change things
+//! (`cleanup`, `rollback`). They work through the rotation's own rules
+//! (`crate::rotation::validate`, `RotationSettings`), the one ownership decision
+//! (`crate::ownership`), and the rotation's retirement code, so that a rule lives in one place.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -13,11 +14,16 @@ use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStor
 use crate::rotation::Rotator;
 
 mod cleanup;
+mod deleted;
 mod inspect;
+mod roles;
 mod rollback;
+mod rules;
 
 pub use cleanup::{CleanupOutcome, Orphan, OrphanReason};
-pub use inspect::{DeletedSecretKeys, Inspection, KeyView, Role, VersionView};
+pub use deleted::DeletedSecretKeys;
+pub use inspect::{Inspection, KeyView, VersionView};
+pub use roles::Role;
 pub use rollback::{RollbackOutcome, RollbackStep};
 
 /// The AWS calls only the operator commands make; every other call they make is a step's

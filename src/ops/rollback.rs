@@ -2,11 +2,12 @@
 //! procedure gives: the key clients move back to works before they can read it (re-enabled,
 //! on its plans), then AWSCURRENT moves back (AWSPREVIOUS follows), then AWSPENDING is cleared
 //! so that the next rotation starts cleanly. The end state is the one the ownership design's
-//! roll-back sequence proves safe for the next rotation (`docs/design/ownership.md`).
+//! roll-back sequence proves safe for the next rotation (`docs/design/ownership.md`). It does
+//! not race a rotation (an open one is refused unless forced), it can be run again to finish
+//! an interrupted roll-back, and it verifies afterwards that the key clients read works.
 
 use super::inspect::{now_secs, Inspection};
 use super::{Operator, Unreadable};
-use crate::config::TIE_TAG;
 use crate::ports::{
     FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore, VersionRef, AWSCURRENT,
     AWSPENDING, AWSPREVIOUS,
@@ -52,6 +53,8 @@ pub struct RollbackOutcome {
     pub refused: Option<String>,
     /// The step that failed, and why (the steps before it were done).
     pub failed: Option<String>,
+    /// The key the roll-back puts back as current.
+    pub key_id: Option<String>,
 }
 
 impl<S, K, P, F> Operator<S, K, P, F>
@@ -61,11 +64,14 @@ where
     P: Prober,
     F: FunctionReader,
 {
-    /// The roll-back's plan for the secret, carried out with `apply`.
+    /// The roll-back's plan for the secret, carried out with `apply`. It refuses while a
+    /// rotation is open unless `force` (then the roll-back cancels that rotation). Run again
+    /// after an interruption, it finishes what is left.
     pub async fn rollback(
         &self,
         seen: &Inspection,
         apply: bool,
+        force: bool,
     ) -> Result<RollbackOutcome, Unreadable> {
         let refuse = |why: String| {
             Ok(RollbackOutcome {
@@ -74,69 +80,69 @@ where
             })
         };
         let meta = &seen.meta;
-        let (Some(current), Some(previous)) = (
-            meta.version_with(AWSCURRENT),
-            meta.version_with(AWSPREVIOUS)
-                .filter(|v| Some(*v) != meta.version_with(AWSCURRENT)),
-        ) else {
+        let Some(current) = meta.version_with(AWSCURRENT) else {
+            return refuse("the secret has no AWSCURRENT version".into());
+        };
+        let Some(previous) = meta.version_with(AWSPREVIOUS).filter(|v| *v != current) else {
             return refuse("the secret has no AWSPREVIOUS version to roll back to".into());
         };
-        if let Some(open) = seen.open_rotation() {
+        if let Some(open) = seen.open_rotation().filter(|_| !force) {
             let age = seen
-                .versions
-                .iter()
-                .find(|v| v.id == open)
-                .and_then(|v| v.created)
-                .map(|c| now_secs() - c);
-            let timeout = seen.function_timeout.as_secs() as i64;
-            if age.is_none_or(|a| a <= timeout) {
-                return refuse(format!(
-                    "a rotation is open on version {open} and may still be running; wait for it to finish (at most {timeout} s), then roll back"
-                ));
-            }
+                .dates
+                .get(open)
+                .map(|c| format!(", opened {} s ago", now_secs() - c))
+                .unwrap_or_default();
+            return refuse(format!(
+                "a rotation is open on version {open}{age}: a roll-back does not race it (its finishSecret may still retire the key rolled back to). Wait for it to finish and roll back then; if it is abandoned (check reports rotation-unfinished), run again with --force: the roll-back cancels it"
+            ));
         }
         let secrets = &self.rotator.secrets;
         let raw = secrets
             .get_value(&meta.arn, VersionRef::Id(previous, None))
             .await?;
-        let raw = raw.as_ref().map(|t| t.0.as_str());
-        let previous_value = match CurrentValue::parse(raw) {
-            Ok(v) => v,
-            Err(e) => {
-                return refuse(format!(
-                "the AWSPREVIOUS version's value cannot be read as one this function wrote ({})",
-                e.cause
-            ))
-            }
-        };
-        let Some(key_id) = previous_value.key_id.clone() else {
-            return refuse("the AWSPREVIOUS version holds no key".into());
-        };
-        // Rolling back twice would promote again the version rolled back from.
-        if previous_value.rotated_from == Some(Some(current.to_owned())) {
+        let previous_value = CurrentValue::parse(raw.as_ref().map(|t| t.0.as_str())).ok();
+        // Rolled back already (the previous version was rotated from the current one): what
+        // is left of an interrupted roll-back is finished, and nothing else is done.
+        let rolled_back = previous_value
+            .as_ref()
+            .is_some_and(|v| v.rotated_from == Some(Some(current.to_owned())));
+        let target = if rolled_back { current } else { previous };
+        let Some(key_id) = seen.survey.key_of(target).map(str::to_owned) else {
             return refuse(format!(
-                "the AWSPREVIOUS version {previous} was rotated from the AWSCURRENT version {current}: the secret was rolled back already, and rolling back again would promote the version rolled back from; rotate instead"
+                "the {} version {target} holds no key this function can read",
+                if rolled_back {
+                    "AWSCURRENT"
+                } else {
+                    "AWSPREVIOUS"
+                }
+            ));
+        };
+        if let Some(other) = seen.survey.foreign.get(&key_id) {
+            return refuse(format!(
+                "the key {key_id} is tied to another secret ({other}): it is not this secret's to put back"
             ));
         }
         let Some(key) = self.rotator.keys.get_key(&key_id).await? else {
             return refuse(format!(
-                "the previous key {key_id} no longer exists (OldKeyAction=delete deletes it when the rotation finishes): there is nothing to roll back to; rotate again to move forward"
+                "the key {key_id} no longer exists (OldKeyAction=delete deletes it when the rotation finishes): there is nothing to roll back to; rotate again to move forward"
             ));
         };
-        if let Some(other) = key.tags.get(TIE_TAG).filter(|t| **t != meta.arn) {
-            return refuse(format!(
-                "the previous key {key_id} is tied to another secret ({other}): it is not this secret's to put back"
-            ));
-        }
         let mut steps = Vec::new();
         if !key.enabled {
             steps.push(RollbackStep::EnableKey {
                 key_id: key_id.clone(),
             });
         }
-        // The plans the previous version's value names: the key is put back on any it left.
-        let plans = raw
-            .and_then(|r| SecretValue::parse(r, AWSPREVIOUS).ok())
+        // The plans the version's value names: the key is put back on any it left.
+        let target_raw = if rolled_back {
+            secrets
+                .get_value(&meta.arn, VersionRef::Id(target, None))
+                .await?
+        } else {
+            raw
+        };
+        let plans = target_raw
+            .and_then(|r| SecretValue::parse(&r.0, "version's").ok())
             .map(|w| w.usage_plan_ids)
             .unwrap_or_default();
         let on = self.rotator.keys.plans_of_key(&key_id).await?;
@@ -148,10 +154,12 @@ where
                 });
             }
         }
-        steps.push(RollbackStep::MoveCurrent {
-            from: current.to_owned(),
-            to: previous.to_owned(),
-        });
+        if !rolled_back {
+            steps.push(RollbackStep::MoveCurrent {
+                from: current.to_owned(),
+                to: previous.to_owned(),
+            });
+        }
         for (version, stages) in &meta.versions {
             if stages.iter().any(|s| s == AWSPENDING) {
                 steps.push(RollbackStep::RemovePending {
@@ -159,8 +167,14 @@ where
                 });
             }
         }
+        if rolled_back && steps.is_empty() {
+            return refuse(format!(
+                "the AWSPREVIOUS version {previous} was rotated from the AWSCURRENT version {current}: the secret was rolled back already and nothing of it is left to do; rolling back again would promote the version rolled back from, so rotate instead"
+            ));
+        }
         let mut out = RollbackOutcome {
             steps,
+            key_id: Some(key_id),
             ..RollbackOutcome::default()
         };
         if !apply {
@@ -194,6 +208,23 @@ where
                 Err(e) => {
                     out.failed = Some(format!("{} failed: {e}", step.action()));
                     break;
+                }
+            }
+        }
+        // The key clients now read must still work: a rotation that ran at the same time may
+        // have retired it.
+        if out.failed.is_none() {
+            if let Some(id) = &out.key_id {
+                match self.rotator.keys.get_key(id).await {
+                    Ok(Some(k)) if k.enabled => {}
+                    Ok(found) => {
+                        out.failed = Some(format!(
+                            "verify failed: after the roll-back the key {id} that AWSCURRENT names is {} (a rotation that ran at the same time retired it?); rotate now (aws secretsmanager rotate-secret --secret-id {}) so that clients get a key that works",
+                            if found.is_some() { "disabled" } else { "gone" },
+                            meta.name
+                        ));
+                    }
+                    Err(e) => out.failed = Some(format!("verify failed: {e}")),
                 }
             }
         }

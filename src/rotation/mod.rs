@@ -4,20 +4,20 @@
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::config::{FunctionConfig, RotationSettings};
+use crate::config::FunctionConfig;
 use crate::error::{Error, Failure, StepResult};
 use crate::event::{EventLabels, RotationEvent, Step};
-use crate::finding::first_error;
-use crate::metrics::{self, Effect, Invocation, Retired};
-use crate::ports::{
-    KeyGateway, Prober, SecretMetadata, SecretStore, SecretText, UsagePlan, VersionRef, AWSCURRENT,
-    AWSPENDING,
-};
-use crate::secret::SecretValue;
+use crate::metrics::{self, Invocation};
+use crate::ports::{KeyGateway, Prober, SecretMetadata, SecretStore, AWSCURRENT, AWSPENDING};
+
+pub(crate) use pending::check_not_stale;
 
 mod create_secret;
 mod finish_secret;
-pub(crate) mod ownership;
+mod new_key;
+mod pending;
+mod plans;
+mod retire;
 mod set_secret;
 mod test_secret;
 pub(crate) mod validate;
@@ -50,8 +50,10 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "DescribeSecret",
             "GetSecretValue",
             "GetApiKey",
+            "GetTags",
             "UpdateApiKey",
             "GetUsagePlans",
+            "DeleteUsagePlanKey",
             "CreateUsagePlanKey",
         ],
     ),
@@ -62,6 +64,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "GetSecretValue",
             "GetUsagePlan",
             "GetApiKey",
+            "GetTags",
             "GetUsagePlans",
         ],
     ),
@@ -78,6 +81,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "UpdateApiKey",
             "GetApiKey",
             "GetTags",
+            "TagResource",
         ],
     ),
 ];
@@ -188,89 +192,6 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             Step::Test => self.test_secret(&ctx).await,
             Step::Finish => self.finish_secret(&ctx).await,
         }
-    }
-
-    /// The pending value written by createSecret, or a rotation-state error naming what is
-    /// missing.
-    pub(crate) async fn pending_value(&self, ctx: &StepCtx<'_>) -> StepResult<SecretValue> {
-        let raw = self
-            .secrets
-            .get_value(
-                &ctx.ev.secret_id,
-                VersionRef::Id(&ctx.ev.token, Some(AWSPENDING)),
-            )
-            .await?;
-        match raw {
-            Some(SecretText(text)) if !text.trim().is_empty() => {
-                let value = SecretValue::parse(&text, AWSPENDING)?;
-                check_not_stale(&ctx.meta, &value, &ctx.ev.token)?;
-                Ok(value)
-            }
-            _ => Err(Failure::state(
-                "the AWSPENDING version has no value yet; createSecret must run first",
-            )),
-        }
-    }
-
-    /// Fetches every configured usage plan, checking that each exists and that no two cover the
-    /// same API stage (API Gateway refuses a key in two such plans); the first error found.
-    pub(crate) async fn load_plans(
-        &self,
-        settings: &RotationSettings,
-    ) -> StepResult<Vec<UsagePlan>> {
-        let (plans, findings) = self.check_plans(settings).await?;
-        match first_error(&findings) {
-            Some(failure) => Err(failure),
-            None => Ok(plans),
-        }
-    }
-
-    /// Validates the TestUrl host rule, fetching plans only when the host is not allow-listed.
-    pub(crate) async fn check_test_url(
-        &self,
-        settings: &RotationSettings,
-        plans: Option<&[UsagePlan]>,
-    ) -> StepResult<()> {
-        let Some(url) = &settings.test_url else {
-            return Ok(());
-        };
-        if url.host_allowed {
-            return Ok(());
-        }
-        let plans = match plans {
-            Some(plans) => plans.to_vec(),
-            None => self.load_plans(settings).await?,
-        };
-        match validate::test_url_host(settings, &plans) {
-            Some(finding) => Err(finding.into()),
-            None => Ok(()),
-        }
-    }
-
-    /// Detaches a key from every plan it is on, then deletes it. Safe to repeat.
-    pub(crate) async fn delete_key(&self, key_id: &str, why: &str) -> StepResult<()> {
-        for plan in self.keys.plans_of_key(key_id).await? {
-            self.keys.detach(&plan, key_id).await?;
-            tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
-        }
-        if self.keys.delete_key_if_present(key_id).await? {
-            metrics::record(Effect::KeyRetired(Retired::Deleted));
-        }
-        tracing::info!(key_id, reason = why, "deleted key");
-        Ok(())
-    }
-}
-
-/// A pending value is carried on only while AWSCURRENT is where createSecret found it
-/// (`validate::stale_pending`).
-pub(crate) fn check_not_stale(
-    meta: &SecretMetadata,
-    value: &SecretValue,
-    token: &str,
-) -> StepResult<()> {
-    match validate::stale_pending(meta, value, token) {
-        Some(finding) => Err(finding.into()),
-        None => Ok(()),
     }
 }
 

@@ -1,7 +1,10 @@
-//! setSecret: the pending key is enabled and attached to every plan. Repairs partial state; a
-//! cheap no-op when all is in place.
+//! setSecret: the pending key, once shown to be the one createSecret made for the token, is
+//! enabled and put on exactly the plans its value names, which must be the plans the tags
+//! permit. Repairs partial state; a cheap no-op when all is in place.
 
+use super::plans::check_pending_plans;
 use super::{Rotator, StepCtx, TokenState};
+use crate::config::RotationSettings;
 use crate::error::{Failure, StepResult};
 use crate::ports::{KeyGateway, Prober, SecretStore};
 
@@ -12,28 +15,15 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             return Ok(());
         }
         let pending = self.pending_value(ctx).await?;
-        let key = self
-            .keys
-            .get_key(&pending.api_key_id)
-            .await?
-            .ok_or_else(|| {
-                Failure::state(format!(
-                    "the pending key {} does not exist",
-                    pending.api_key_id
-                ))
-            })?;
+        let settings = RotationSettings::from_tags(&ctx.meta.tags, ctx.config)?;
+        check_pending_plans(&settings, &pending, &ctx.ev.token)?;
+        let key = self.pending_key(ctx, &pending, Failure::state).await?;
         if !key.enabled {
             self.keys.set_key_enabled(&key.id, true).await?;
             tracing::info!(key_id = %key.id, "enabled the pending key");
         }
         // One call lists the key's plans, however many are configured.
-        let on = self.keys.plans_of_key(&key.id).await?;
-        for plan in &pending.usage_plan_ids {
-            if !on.contains(plan) {
-                self.keys.attach(plan, &key.id).await?;
-                tracing::info!(key_id = %key.id, plan_id = %plan, "attached key to usage plan");
-            }
-        }
-        Ok(())
+        self.place_on_plans(&key.id, &pending.usage_plan_ids, true)
+            .await
     }
 }

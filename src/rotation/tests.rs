@@ -11,7 +11,7 @@ use super::*;
 use crate::config::{OldKeyAction, TIE_TAG};
 use crate::error::{AwsError, ErrorKind};
 use crate::event::RotationToken;
-use crate::ports::{ApiKey, NewKey, AWSPREVIOUS};
+use crate::ports::{ApiKey, NewKey, SecretText, UsagePlan, VersionRef, AWSPREVIOUS};
 use crate::secret::KeyValue;
 
 const ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:partner-a";

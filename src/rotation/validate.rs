@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use super::ownership::Holdings;
 use super::Rotator;
 use crate::config::RotationSettings;
 use crate::error::StepResult;
 use crate::finding::{Code, Finding};
+use crate::ownership::Survey;
 use crate::ports::{
     ApiKey, KeyGateway, Prober, SecretMetadata, SecretStore, UsagePlan, AWSCURRENT, AWSPREVIOUS,
 };
@@ -76,12 +76,12 @@ pub(crate) fn test_url_host(settings: &RotationSettings, plans: &[UsagePlan]) ->
 /// warning: the rotation makes a new key.
 pub(crate) fn current_key(
     current: &CurrentValue,
-    holdings: &Holdings,
+    survey: &Survey,
 ) -> (Option<ApiKey>, Option<Finding>) {
     let Some(id) = &current.key_id else {
         return (None, None);
     };
-    if let Some(arn) = holdings.foreign.get(id) {
+    if let Some(arn) = survey.foreign.get(id) {
         return (
             None,
             Some(Finding::error(
@@ -91,9 +91,9 @@ pub(crate) fn current_key(
             )),
         );
     }
-    // The search looked the current key up: what it did not find does not exist.
-    match holdings.owned.get(id) {
-        Some(key) => (Some(key.clone()), None),
+    // The survey looked the current key up: what it did not find does not exist.
+    match survey.owned.get(id) {
+        Some(owned) => (Some(owned.key.clone()), None),
         None if current.adopting => (
             None,
             Some(Finding::error(
@@ -155,4 +155,31 @@ pub(crate) fn stale_pending(
             meta.name
         ),
     ))
+}
+
+/// API Gateway takes tag values of at most this many characters; the tie tag's value is the
+/// secret's ARN.
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// The tie tag must fit on a key: a secret whose ARN is longer than a tag value may be could
+/// never get a key (every CreateApiKey would be refused mid-rotation).
+pub(crate) fn tie_too_long(arn: &str) -> Option<Finding> {
+    (arn.chars().count() > MAX_TAG_VALUE).then(|| {
+        Finding::error(
+            Code::SecretArnTooLong,
+            format!(
+                "the secret's ARN is {} characters; API Gateway takes tag values of at most {MAX_TAG_VALUE}, so no key can carry the tie tag naming it",
+                arn.chars().count()
+            ),
+            "give the secret a shorter name (at most about 190 characters)",
+        )
+    })
+}
+
+/// `tie_too_long` as a step's refusal, before any change.
+pub(crate) fn tie_fits(arn: &str) -> StepResult<()> {
+    match tie_too_long(arn) {
+        Some(finding) => Err(finding.into()),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,147 @@
+//! Reading the evidence: every labelled version's raw value, every key in the account, and the
+//! tags of the keys a version or a record names whose tie a listing does not show.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::claim::Claim;
+use super::{tie, Labelled, Owned, Survey, Tie};
+use crate::config::TIE_TAG;
+use crate::error::AwsError;
+use crate::ports::{ApiKey, KeyGateway, SecretMetadata, SecretStore, SecretText, VersionRef};
+use crate::secret::CurrentValue;
+
+/// Raw values already read, by version id (a step reads some before it surveys).
+pub type Values = BTreeMap<String, Option<SecretText>>;
+
+impl Survey {
+    /// Surveys the secret described by `meta`. `values` holds versions' values the caller has
+    /// read already; the others are read here. `listing` is every key in the account when the
+    /// caller read it once for many secrets; otherwise every key is listed here (one GetApiKeys
+    /// call per 500 keys).
+    pub async fn read<S: SecretStore, K: KeyGateway>(
+        secrets: &S,
+        keys: &K,
+        meta: &SecretMetadata,
+        values: Values,
+        listing: Option<&[ApiKey]>,
+    ) -> Result<Survey, AwsError> {
+        let versions = read_claims(secrets, meta, values).await?;
+        let listed = match listing {
+            Some(listing) => listing.to_vec(),
+            None => keys.list_all_keys().await?,
+        };
+        Survey::classify(&meta.arn, versions, listed, keys).await
+    }
+
+    async fn classify<K: KeyGateway>(
+        arn: &str,
+        versions: BTreeMap<String, Labelled>,
+        listed: Vec<ApiKey>,
+        keys: &K,
+    ) -> Result<Survey, AwsError> {
+        // A key a version holds may be the secret's by adoption; only a version with a label
+        // besides AWSPENDING vouches for a key that has no tie (AWSPENDING's key is always one
+        // the function made, tied at creation).
+        let vouched: BTreeSet<String> = versions
+            .values()
+            .filter(|l| l.stages.iter().any(|s| s != crate::ports::AWSPENDING))
+            .filter_map(|l| l.claim.key_id().map(str::to_owned))
+            .collect();
+        let named: BTreeSet<String> = versions
+            .values()
+            .flat_map(|l| {
+                l.claim
+                    .key_id()
+                    .map(str::to_owned)
+                    .into_iter()
+                    .chain(l.claim.record().iter().cloned())
+            })
+            .collect();
+        let mut seen: BTreeMap<String, ApiKey> = listed
+            .into_iter()
+            .filter(|k| tie(k) == Some(arn) || named.contains(&k.id))
+            .map(|k| (k.id.clone(), k))
+            .collect();
+        let mut missing = BTreeSet::new();
+        for id in &named {
+            if seen.contains_key(id) {
+                continue;
+            }
+            // Not in the listing: created a moment ago (listings lag on AWS), or gone.
+            match keys.get_key(id).await? {
+                Some(key) => {
+                    seen.insert(id.clone(), key);
+                }
+                None => {
+                    missing.insert(id.clone());
+                }
+            }
+        }
+        let mut survey = Survey {
+            arn: arn.to_owned(),
+            versions,
+            owned: BTreeMap::new(),
+            foreign: BTreeMap::new(),
+            missing,
+        };
+        for (id, key) in seen {
+            let (tied_to, how) = match tie(&key) {
+                Some(t) => (Some(t.to_owned()), Tie::Listed),
+                // GetTags shows a tie added after creation, which a listing may not.
+                None => (keys.key_tags(&id).await?.remove(TIE_TAG), Tie::Later),
+            };
+            match tied_to {
+                Some(t) if t == arn => {
+                    survey.owned.insert(id, Owned { key, tie: how });
+                }
+                Some(other) => {
+                    tracing::warn!(key_id = %id, other_secret = %other, "a version or record names a key tied to another secret; it is left alone");
+                    survey.foreign.insert(id, other);
+                }
+                None if vouched.contains(&id) => {
+                    survey.owned.insert(
+                        id,
+                        Owned {
+                            key,
+                            tie: Tie::Untied,
+                        },
+                    );
+                }
+                None => {
+                    tracing::warn!(key_id = %id, "a record or a pending value names a key that is neither tied to the secret nor held by a labelled version; it is left alone");
+                }
+            }
+        }
+        Ok(survey)
+    }
+}
+
+/// Every labelled version of the secret and what its value claims: `values` holds the values
+/// already read; the others are read here.
+pub async fn read_claims<S: SecretStore>(
+    secrets: &S,
+    meta: &SecretMetadata,
+    mut values: Values,
+) -> Result<BTreeMap<String, Labelled>, AwsError> {
+    let mut versions = BTreeMap::new();
+    for (version, stages) in &meta.versions {
+        let raw = match values.remove(version) {
+            Some(raw) => raw,
+            None => {
+                secrets
+                    .get_value(&meta.arn, VersionRef::Id(version, None))
+                    .await?
+            }
+        };
+        let raw = raw.as_ref().map(|t| t.0.as_str());
+        let strict = CurrentValue::parse(raw).is_ok();
+        versions.insert(
+            version.clone(),
+            Labelled {
+                stages: stages.clone(),
+                claim: Claim::read(raw, strict),
+            },
+        );
+    }
+    Ok(versions)
+}
