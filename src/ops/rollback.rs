@@ -100,12 +100,18 @@ where
         let raw = secrets
             .get_value(&meta.arn, VersionRef::Id(previous, None))
             .await?;
-        let previous_value = CurrentValue::parse(raw.as_ref().map(|t| t.0.as_str())).ok();
+        let previous_value = match CurrentValue::parse(raw.as_ref().map(|t| t.0.as_str())) {
+            Ok(v) => v,
+            Err(e) => {
+                return refuse(format!(
+                    "the AWSPREVIOUS version's value cannot be read as one this function wrote ({}): rolling back to it would leave the secret unrotatable",
+                    e.cause
+                ))
+            }
+        };
         // Rolled back already (the previous version was rotated from the current one): what
         // is left of an interrupted roll-back is finished, and nothing else is done.
-        let rolled_back = previous_value
-            .as_ref()
-            .is_some_and(|v| v.rotated_from == Some(Some(current.to_owned())));
+        let rolled_back = previous_value.rotated_from == Some(Some(current.to_owned()));
         let target = if rolled_back { current } else { previous };
         let Some(key_id) = seen.survey.key_of(target).map(str::to_owned) else {
             return refuse(format!(

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use api_key_rotator::error::{AwsError, StepResult};
 use api_key_rotator::event::RotationToken;
 use api_key_rotator::ports::{
-    ApiKey, KeyGateway, NewKey, Prober, SecretMetadata, SecretStore, SecretText, UsagePlan,
-    VersionRef, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
+    ApiKey, FunctionReader, FunctionSettings, KeyGateway, NewKey, Prober, SecretCatalog,
+    SecretMetadata, SecretStore, SecretText, UsagePlan, VersionRef, AWSCURRENT, AWSPENDING,
+    AWSPREVIOUS,
 };
 use api_key_rotator::secret::KeyValue;
 use async_trait::async_trait;
@@ -364,6 +365,25 @@ impl Account {
         Ok(())
     }
 
+    /// PutSecretValue as a person calls it: a new version holding `value`, with `stage` moved
+    /// onto it (AWSCURRENT moves AWSPREVIOUS with it).
+    pub fn put_by_hand(&self, arn: &str, version: &str, value: &str, stage: &str) {
+        {
+            let mut secrets = lock(&self.secrets);
+            if let Some(s) = secrets.get_mut(arn) {
+                s.versions.insert(
+                    version.to_owned(),
+                    Version {
+                        value: Some(value.to_owned()),
+                        stages: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+        let from = self.version_with(arn, stage);
+        let _ = self.move_label(arn, stage, Some(version), from.as_deref());
+    }
+
     /// UpdateSecretVersionStage, as an operator calls it.
     pub fn update_stage(
         &self,
@@ -650,5 +670,50 @@ impl KeyGateway for FakeGateway {
         let lost = self.0.enter("DeleteUsagePlanKey")?;
         lock(&self.0.attached).remove(&(plan_id.to_owned(), key_id.to_owned()));
         Account::leave("DeleteUsagePlanKey", lost, ())
+    }
+}
+
+#[async_trait]
+impl SecretCatalog for FakeSecrets {
+    async fn list_secrets(
+        &self,
+        tag_key: &str,
+        name_prefix: Option<&str>,
+    ) -> Result<Vec<String>, AwsError> {
+        tokio::task::yield_now().await;
+        let lost = self.0.enter("ListSecrets")?;
+        let out = lock(&self.0.secrets)
+            .values()
+            .filter(|s| s.tags.iter().any(|(k, _)| k == tag_key))
+            .filter(|s| name_prefix.is_none_or(|p| s.name.starts_with(p)))
+            .map(|s| s.arn.clone())
+            .collect();
+        Account::leave("ListSecrets", lost, out)
+    }
+
+    async fn version_dates(&self, secret_id: &str) -> Result<BTreeMap<String, i64>, AwsError> {
+        tokio::task::yield_now().await;
+        let lost = self.0.enter("ListSecretVersionIds")?;
+        // Every version is old: an open rotation looks abandoned to the commands.
+        let out = self
+            .0
+            .stages(secret_id)
+            .into_keys()
+            .map(|v| (v, 0))
+            .collect();
+        Account::leave("ListSecretVersionIds", lost, out)
+    }
+}
+
+/// The rotation function cannot be read: the commands use the settings they are given.
+pub struct NoFunctions;
+
+#[async_trait]
+impl FunctionReader for NoFunctions {
+    async fn function_settings(
+        &self,
+        _function: &str,
+    ) -> Result<Option<FunctionSettings>, AwsError> {
+        Ok(None)
     }
 }

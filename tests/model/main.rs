@@ -1,10 +1,16 @@
 //! Model-based test of key ownership: proptest generates sequences of rotations, `OldKeyAction`,
-//! `KeyName` and `UsagePlan` changes, roll-backs, concurrent duplicate deliveries, late replays,
-//! a tampered record, and faults (a call failing, or its answer lost after it took effect), each
-//! followed by the whole rotation being re-run with the same token, as Secrets Manager does. The
-//! real handler runs over in-memory fakes of its ports (`tests/fakes`), with LocalStack's blind
-//! spot played: tags added by TagResource are invisible. After every completed rotation the
-//! ownership invariant is checked (`docs/design/ownership.md`); a failure names the action.
+//! `KeyName` and `UsagePlan` changes (between rotations and inside failing ones), roll-backs,
+//! concurrent duplicate deliveries (interleaved at every call), late replays, a tampered record,
+//! a person's writes (a staged pending value naming a key the function did not make, an
+//! AWSCURRENT value the function cannot parse), the operator commands `cleanup --apply` and
+//! `rollback --apply [--force]` (between rotations and between a rotation's steps, each
+//! interrupted at any call), and faults (a call failing, or its answer lost after it took
+//! effect), each followed by the whole rotation being re-run with the same token, as Secrets
+//! Manager does. The real handler and the real operator code run over in-memory fakes of their
+//! ports (`tests/fakes`), playing AWS or LocalStack where they differ. After every action the
+//! safety invariant is checked (the key AWSCURRENT names works, under keep-previous the key
+//! AWSPREVIOUS names works, nothing outside the secret changed); after every completed rotation
+//! the ownership invariant (`docs/design/ownership.md`); a failure names the action.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 
@@ -15,13 +21,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use api_key_rotator::config::{FunctionConfig, OldKeyAction, TIE_TAG};
+use api_key_rotator::ops::{Operator, SettingsOverrides};
 use api_key_rotator::ports::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use api_key_rotator::Rotator;
-use fakes::{lock, Account, FakeGateway, FakeSecrets, Fault, FaultKind, OkProber, Playing};
+use fakes::{
+    lock, Account, FakeGateway, FakeSecrets, Fault, FaultKind, NoFunctions, OkProber, Playing,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 type Fake = Rotator<FakeSecrets, FakeGateway, OkProber>;
+type FakeOperator = Operator<FakeSecrets, FakeGateway, OkProber, NoFunctions>;
 
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 const KEY_NAMES: [&str; 3] = ["partner-a", "partner-b", "partner"];
@@ -32,7 +42,9 @@ const POLICIES: [OldKeyAction; 3] = [
 ];
 /// p1 and p3 cover the same stage (a1/prod); p2 covers a2.
 const PLANS: [&str; 4] = ["p1", "p2", "p1,p2", "p3"];
-const OPS: [&str; 15] = [
+const OPS: [&str; 17] = [
+    "ListSecretVersionIds",
+    "ListSecrets",
     "GetTags",
     "DescribeSecret",
     "GetSecretValue",
@@ -71,7 +83,21 @@ enum Action {
         duplicate: Option<usize>,
         /// `KeyName` changes after this step (index) of the first try, whether it failed or not.
         rename_after: Option<(usize, usize)>,
+        /// `UsagePlan` changes when the first try fails in createSecret (the key it made may be
+        /// on the old plan already).
+        replan: Option<usize>,
+        /// An operator command runs after this step (index) of the first try.
+        during: Option<(usize, Command)>,
     },
+    /// An operator command between rotations.
+    Operate(Command),
+    /// Someone who may write the secret stages an AWSPENDING value naming a key the function did
+    /// not make for it: another secret's disabled key (0), or the secret's own previous key
+    /// (1). Every step refuses and nothing changes; the operator then cancels the rotation.
+    StagePending(usize),
+    /// A person writes an AWSCURRENT value naming the previous key, with a field the function
+    /// cannot parse; `cleanup --apply` runs; the person moves AWSCURRENT back.
+    UnparseableCurrent,
     KeyName(usize),
     Policy(usize),
     Plan(usize),
@@ -89,6 +115,32 @@ enum Action {
     TamperRecord,
 }
 
+/// An operator command, run through the real operator code (`api_key_rotator::ops`).
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    /// `cleanup --apply`, with a fault at one of its calls.
+    Cleanup(Option<(usize, u32, FaultKind)>),
+    /// `rollback --apply [--force]`, with a fault at one of its calls.
+    Rollback(Option<(usize, u32, FaultKind)>, bool),
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let fault = || {
+        prop::option::weighted(
+            0.5,
+            (
+                0..OPS.len(),
+                0u32..3,
+                prop_oneof![Just(FaultKind::Fail), Just(FaultKind::LostAnswer)],
+            ),
+        )
+    };
+    prop_oneof![
+        fault().prop_map(Command::Cleanup),
+        (fault(), any::<bool>()).prop_map(|(f, force)| Command::Rollback(f, force)),
+    ]
+}
+
 fn action() -> impl Strategy<Value = Action> {
     let fault = prop::option::weighted(
         0.6,
@@ -103,12 +155,19 @@ fn action() -> impl Strategy<Value = Action> {
             fault,
             prop::option::weighted(0.15, 0..4usize),
             prop::option::weighted(0.15, (0..4usize, 0..KEY_NAMES.len())),
+            prop::option::weighted(0.1, 0..PLANS.len()),
+            prop::option::weighted(0.1, (0..4usize, command())),
         )
-            .prop_map(|(fault, duplicate, rename_after)| Action::Rotate {
+            .prop_map(|(fault, duplicate, rename_after, replan, during)| Action::Rotate {
                 fault,
                 duplicate,
-                rename_after
+                rename_after,
+                replan,
+                during,
             }),
+        1 => command().prop_map(Action::Operate),
+        1 => (0..2usize).prop_map(Action::StagePending),
+        1 => Just(Action::UnparseableCurrent),
         1 => (0..KEY_NAMES.len()).prop_map(Action::KeyName),
         1 => (0..POLICIES.len()).prop_map(Action::Policy),
         1 => (0..PLANS.len()).prop_map(Action::Plan),
@@ -127,10 +186,29 @@ fn start() -> impl Strategy<Value = Start> {
     ]
 }
 
+/// How a rotation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Completed,
+    /// A rolled-back version, refused as it must be.
+    Refused,
+    /// A forced roll-back cancelled it.
+    Cancelled,
+}
+
+/// The versions holding AWSCURRENT and AWSPREVIOUS: (version, key, key enabled if it exists).
+struct Labelled {
+    current: Option<(String, String, Option<bool>)>,
+    previous: Option<(String, String, Option<bool>)>,
+}
+
 /// The test's own bookkeeping beside the fakes.
 struct Model {
     account: Arc<Account>,
     rotator: Fake,
+    operator: FakeOperator,
+    /// Another secret's disabled key: a staged value names it.
+    foreign_disabled: String,
     arn: String,
     /// Every key the secret ever held.
     ever: BTreeSet<String>,
@@ -141,7 +219,7 @@ struct Model {
     tokens: u32,
     /// The last rotation stopped at a refused, rolled-back token.
     refused: bool,
-    /// The rename that happened inside a rotation, to be checked against the documented limit.
+    /// The current `KeyName`.
     key_name: usize,
 }
 
@@ -161,6 +239,8 @@ impl Model {
         account.attach_raw("p1", &neighbour);
         let manual = account.add_key("partner-a-manual", &[]);
         account.attach_raw("p2", &manual);
+        let foreign_disabled = account.add_key("other-disabled", &[(TIE_TAG, other_arn)]);
+        account.set_enabled_raw(&foreign_disabled, false);
         let mut ever = BTreeSet::new();
         let value = match start {
             Start::Empty => None,
@@ -190,13 +270,25 @@ impl Model {
                 ("OldKeyAction", "delete"),
             ],
         );
-        let neighbours = [neighbour, manual]
+        let neighbours = [neighbour, manual, foreign_disabled.clone()]
             .into_iter()
             .map(|id| {
                 let plans = account.plans_of(&id);
-                (id, (true, plans))
+                let enabled = lock(&account.keys).get(&id).is_some_and(|k| k.key.enabled);
+                (id, (enabled, plans))
             })
             .collect();
+        let operator = Operator::new(
+            Rotator::new(
+                FakeSecrets(account.clone()),
+                FakeGateway(account.clone()),
+                OkProber,
+                Ok(FunctionConfig::default()),
+            ),
+            NoFunctions,
+            SettingsOverrides::default(),
+            "us-east-1".to_owned(),
+        );
         let rotator = Rotator::new(
             FakeSecrets(account.clone()),
             FakeGateway(account.clone()),
@@ -206,6 +298,8 @@ impl Model {
         Model {
             account,
             rotator,
+            operator,
+            foreign_disabled,
             arn,
             ever,
             neighbours,
@@ -249,21 +343,6 @@ impl Model {
             .map(str::to_owned)
     }
 
-    /// The one sequence the design documents as out of reach (docs/design/ownership.md,
-    /// "Known limit"): inside one failing rotation, KeyName changed back to the name the current
-    /// key was made under, after a try under another name made a key. Nothing durable records
-    /// that try but its key, which only a listing of every key finds.
-    fn reverts_within_rotation(&self, name: usize) -> bool {
-        let current_name = self
-            .version_value(AWSCURRENT)
-            .and_then(|v| v["key_name"].as_str().map(str::to_owned));
-        let version = self.account.version_with(&self.arn, AWSCURRENT);
-        match (current_name, version) {
-            (Some(n), Some(v)) => n == format!("{}-{v}", KEY_NAMES[name]) && self.key_name != name,
-            _ => false,
-        }
-    }
-
     fn rename(&mut self, name: usize) {
         self.key_name = name;
         self.account.set_tag(&self.arn, "KeyName", KEY_NAMES[name]);
@@ -274,7 +353,9 @@ impl Model {
         fault: Option<(usize, u32, FaultKind)>,
         duplicate: Option<usize>,
         rename_after: Option<(usize, usize)>,
-    ) -> Result<bool, String> {
+        replan: Option<usize>,
+        during: Option<(usize, Command)>,
+    ) -> Result<Outcome, String> {
         let fresh = self.token();
         let token = self.account.rotate_secret(&self.arn, &fresh);
         let rolled_back = token != fresh;
@@ -296,9 +377,23 @@ impl Model {
                 self.learn();
                 if attempt == 0 {
                     if let Some((_, name)) = rename_after.filter(|(s, _)| *s == i) {
-                        if !self.reverts_within_rotation(name) {
-                            self.rename(name);
+                        self.rename(name);
+                    }
+                    if let Some((_, command)) = during.filter(|(s, _)| *s == i) {
+                        // The rotation's own armed fault is set aside while the command runs.
+                        let armed = lock(&self.account.fault).take();
+                        self.operate(command).await?;
+                        *lock(&self.account.fault) = armed;
+                        if self.cancelled(&token) {
+                            self.account.arm(None);
+                            return Ok(Outcome::Cancelled);
                         }
+                    }
+                    // Before any pending value is stored: once one is, the steps refuse a changed
+                    // tag until the operator cancels the rotation (a refusal `check` names).
+                    let stored = self.account.value_of(&self.arn, &token).is_some();
+                    if let (Some(plan), Err(_), 0, false) = (replan, &result, i, stored) {
+                        self.account.set_tag(&self.arn, "UsagePlan", PLANS[plan]);
                     }
                 }
                 if let Err(e) = result {
@@ -314,11 +409,11 @@ impl Model {
                     ));
                 }
                 self.last_token = Some(token);
-                return Ok(true);
+                return Ok(Outcome::Completed);
             }
             if attempt == 0 {
                 if let Some((_, name)) = rename_after {
-                    if self.key_name != name && !self.reverts_within_rotation(name) {
+                    if self.key_name != name {
                         self.rename(name);
                     }
                 }
@@ -326,11 +421,85 @@ impl Model {
         }
         self.account.arm(None);
         if rolled_back {
-            return Ok(false);
+            return Ok(Outcome::Refused);
         }
         Err(format!(
             "the rotation did not complete in {TRIES} tries: {errors:?}"
         ))
+    }
+
+    /// The token's rotation was cancelled (a forced roll-back removed its AWSPENDING).
+    fn cancelled(&self, token: &str) -> bool {
+        let stages = self.account.stages(&self.arn);
+        !stages
+            .get(token)
+            .is_some_and(|s| s.contains(AWSPENDING) || s.contains(AWSCURRENT))
+    }
+
+    /// Runs an operator command through the real operator code, with its fault armed.
+    async fn operate(&mut self, command: Command) -> Result<(), String> {
+        let fault = match command {
+            Command::Cleanup(f) | Command::Rollback(f, _) => f,
+        };
+        self.account.arm(fault.map(|(op, nth, kind)| Fault {
+            op: OPS[op],
+            nth,
+            kind,
+        }));
+        let seen = self.operator.inspect(&self.arn, None).await;
+        if let Ok(seen) = seen {
+            match command {
+                Command::Cleanup(_) => {
+                    let _ = self.operator.cleanup(&seen, true).await;
+                }
+                Command::Rollback(_, force) => {
+                    let _ = self.operator.rollback(&seen, true, force).await;
+                }
+            }
+        }
+        self.account.arm(None);
+        self.learn();
+        Ok(())
+    }
+
+    /// What the safety invariant compares: the versions holding AWSCURRENT and AWSPREVIOUS, and
+    /// their keys' state.
+    fn labelled_state(&self) -> Labelled {
+        let keys = lock(&self.account.keys);
+        let state = |stage: &str| {
+            let version = self.account.version_with(&self.arn, stage)?;
+            let key = self.key_of(stage)?;
+            let alive = keys.get(&key).map(|k| k.key.enabled);
+            Some((version, key, alive))
+        };
+        Labelled {
+            current: state(AWSCURRENT),
+            previous: state(AWSPREVIOUS),
+        }
+    }
+
+    /// After every action: the key AWSCURRENT names works unless a person wrote it otherwise;
+    /// under keep-previous, the key AWSPREVIOUS names still works if it did and its version is
+    /// still AWSPREVIOUS; nothing outside the secret changed.
+    fn check_safety(&self, before: &Labelled) -> Result<(), String> {
+        let now = self.labelled_state();
+        if let (Some((v, k, Some(true))), Some((v2, k2, alive))) = (&before.current, &now.current) {
+            if v == v2 && k == k2 && *alive != Some(true) {
+                return Err(format!("the key AWSCURRENT names ({k}) stopped working"));
+            }
+        }
+        if self.policy == OldKeyAction::KeepPrevious {
+            if let (Some((v, k, Some(true))), Some((v2, k2, alive))) =
+                (&before.previous, &now.previous)
+            {
+                if v == v2 && k == k2 && *alive != Some(true) {
+                    return Err(format!(
+                        "keep-previous: the key AWSPREVIOUS names ({k}) stopped working"
+                    ));
+                }
+            }
+        }
+        self.check_neighbours()
     }
 
     /// The documented roll-back (`docs/operations.md`).
@@ -344,6 +513,13 @@ impl Model {
         let Some(previous_key) = self.key_of(AWSPREVIOUS) else {
             return false;
         };
+        // The documented procedure rolls back only to a value the function can read.
+        let readable = self
+            .version_value(AWSPREVIOUS)
+            .is_some_and(|v| v.get("usage_plan_ids").is_none_or(Value::is_array));
+        if !readable {
+            return false;
+        }
         if !lock(&self.account.keys).contains_key(&previous_key) {
             return false; // under delete the old key is gone: rotate again instead
         }
@@ -365,6 +541,99 @@ impl Model {
                 .update_stage(&self.arn, AWSPENDING, None, Some(&pending));
         }
         true
+    }
+
+    /// A staged AWSPENDING value naming a key the function did not make for the version: every
+    /// step refuses and changes nothing; then the operator cancels the rotation.
+    async fn stage_pending(&mut self, which: usize) -> Result<(), String> {
+        let target = match which {
+            0 => Some(self.foreign_disabled.clone()),
+            _ => self.key_of(AWSPREVIOUS),
+        };
+        let Some(target) = target.filter(|k| lock(&self.account.keys).contains_key(k)) else {
+            return Ok(());
+        };
+        let fresh = self.token();
+        let token = self.account.rotate_secret(&self.arn, &fresh);
+        if token != fresh {
+            return Ok(()); // an unfinished rotation is open: not this action's case
+        }
+        let current = self.account.version_with(&self.arn, AWSCURRENT);
+        let plans: Vec<String> = lock(&self.account.secrets)
+            .get(&self.arn)
+            .and_then(|s| s.tags.iter().find(|(k, _)| k == "UsagePlan").cloned())
+            .map(|(_, v)| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let value = json!({
+            "api_key_id": target,
+            "api_key_value": self.account.key_value(&target),
+            "key_name": format!("{}-{token}", KEY_NAMES[self.key_name]),
+            "usage_plan_ids": plans,
+            "owned_key_ids": [],
+            "rotated_from": current,
+        });
+        if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+            if let Some(v) = s.versions.get_mut(&token) {
+                v.value = Some(value.to_string());
+            }
+        }
+        let before = self.snapshot();
+        for step in &STEPS[1..] {
+            if self.step(step, &token).await.is_ok() {
+                return Err(format!(
+                    "{step} acted on a staged value naming key {target}"
+                ));
+            }
+        }
+        if self.snapshot() != before {
+            return Err(format!(
+                "a staged value naming key {target} changed something: {before} -> {}",
+                self.snapshot()
+            ));
+        }
+        let _ = self
+            .account
+            .update_stage(&self.arn, AWSPENDING, None, Some(&token));
+        Ok(())
+    }
+
+    /// A person writes an AWSCURRENT value naming the previous key with a field the function
+    /// cannot parse; `cleanup --apply` must not touch that key; the person then moves
+    /// AWSCURRENT back.
+    async fn unparseable_current(&mut self) -> Result<(), String> {
+        let (Some(current), Some(previous)) = (
+            self.account.version_with(&self.arn, AWSCURRENT),
+            self.key_of(AWSPREVIOUS),
+        ) else {
+            return Ok(());
+        };
+        // Not while AWSPENDING sits anywhere: moving AWSCURRENT by hand would take AWSPREVIOUS
+        // off a rolled-back version that still carries AWSPENDING (the earlier release's
+        // leftover), and nothing would then tell it from a rotation just opened.
+        if !lock(&self.account.keys).contains_key(&previous)
+            || self.account.version_with(&self.arn, AWSPENDING).is_some()
+        {
+            return Ok(());
+        }
+        let written = self.token();
+        let value = json!({
+            "api_key_id": previous,
+            "api_key_value": self.account.key_value(&previous),
+            "key_name": "by-hand",
+            "usage_plan_ids": "p1,p2",
+        });
+        self.account
+            .put_by_hand(&self.arn, &written, &value.to_string(), AWSCURRENT);
+        self.operate(Command::Cleanup(None)).await?;
+        if !lock(&self.account.keys).contains_key(&previous) {
+            return Err(format!(
+                "cleanup deleted key {previous}, which the AWSCURRENT value names"
+            ));
+        }
+        self.account
+            .update_stage(&self.arn, AWSCURRENT, Some(&current), Some(&written))
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     fn snapshot(&self) -> String {
@@ -474,17 +743,30 @@ impl Model {
         Ok(())
     }
 
+    /// One action, then the safety invariant.
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
+        let before = self.labelled_state();
+        self.act(action).await?;
+        self.check_safety(&before)
+    }
+
+    async fn act(&mut self, action: &Action) -> Result<(), String> {
         match action {
             Action::Rotate {
                 fault,
                 duplicate,
                 rename_after,
+                replan,
+                during,
             } => {
                 let before = self.snapshot();
-                let completed = self.rotate(*fault, *duplicate, *rename_after).await?;
-                if completed {
+                let outcome = self
+                    .rotate(*fault, *duplicate, *rename_after, *replan, *during)
+                    .await?;
+                if outcome == Outcome::Completed {
                     self.check()?;
+                } else if outcome == Outcome::Cancelled {
+                    self.check_neighbours()?;
                 } else {
                     // A refused rolled-back version: nothing changed, then the operator follows
                     // the error's advice and removes AWSPENDING.
@@ -501,6 +783,9 @@ impl Model {
                     self.check_neighbours()?;
                 }
             }
+            Action::Operate(command) => self.operate(*command).await?,
+            Action::StagePending(which) => self.stage_pending(*which).await?,
+            Action::UnparseableCurrent => self.unparseable_current().await?,
             Action::KeyName(n) => self.rename(*n),
             Action::Policy(n) => {
                 self.policy = POLICIES[*n];
@@ -634,6 +919,8 @@ fn run(start: Start, playing: Playing, actions: &[Action]) -> Result<(), String>
                 fault: None,
                 duplicate: None,
                 rename_after: None,
+                replan: None,
+                during: None,
             })
             .await
             .map_err(|e| format!("the closing rotation: {e}"))
@@ -670,6 +957,8 @@ fn the_named_sequences_hold() {
                 .map(|(op, nth, kind)| (OPS.iter().position(|o| *o == op).unwrap_or(0), nth, kind)),
             duplicate: None,
             rename_after: rename,
+            replan: None,
+            during: None,
         };
     let plain = || rotate(None, None);
     let cases: Vec<(&str, Start, Vec<Action>)> = vec![
@@ -703,6 +992,8 @@ fn the_named_sequences_hold() {
                     fault: None,
                     duplicate: Some(0),
                     rename_after: Some((2, 1)),
+                    replan: None,
+                    during: None,
                 },
                 plain(),
             ],
