@@ -1074,6 +1074,96 @@ fn the_named_sequences_hold() {
             vec![Action::KeyName(2), Action::Policy(1), plain()],
         ),
         (
+            "adversary 2: KeyName flip-flop inside a failing rotation under keep-previous",
+            Start::Empty,
+            vec![
+                Action::Policy(2),
+                plain(),
+                Action::KeyName(1),
+                rotate(Some(("PutSecretValue", 0, FaultKind::Fail)), Some((0, 0))),
+                Action::KeyName(1),
+                plain(),
+                plain(),
+            ],
+        ),
+        (
+            "adversary 3: staged pending values naming keys the function did not make",
+            Start::Migrated,
+            vec![
+                Action::Policy(1),
+                plain(),
+                Action::StagePending(0),
+                Action::StagePending(1),
+                plain(),
+            ],
+        ),
+        (
+            "adversary 4: UsagePlan moves to a plan on the same stage inside a failing rotation",
+            Start::Migrated,
+            vec![
+                plain(),
+                Action::Rotate {
+                    fault: Some((
+                        OPS.iter().position(|o| *o == "PutSecretValue").unwrap_or(0),
+                        0,
+                        FaultKind::Fail,
+                    )),
+                    duplicate: None,
+                    rename_after: None,
+                    replan: Some(3),
+                    during: None,
+                },
+                plain(),
+            ],
+        ),
+        (
+            "adversary 5: an AWSCURRENT value the function cannot parse, then cleanup",
+            Start::Empty,
+            vec![
+                Action::Policy(2),
+                plain(),
+                plain(),
+                Action::UnparseableCurrent,
+                plain(),
+            ],
+        ),
+        (
+            "adversary 7, 8: roll-backs through the operator code, during and between rotations",
+            Start::Empty,
+            vec![
+                Action::Policy(1),
+                plain(),
+                plain(),
+                Action::Rotate {
+                    fault: None,
+                    duplicate: None,
+                    rename_after: None,
+                    replan: None,
+                    during: Some((0, Command::Rollback(None, false))),
+                },
+                Action::Rotate {
+                    fault: None,
+                    duplicate: None,
+                    rename_after: None,
+                    replan: None,
+                    during: Some((1, Command::Rollback(None, true))),
+                },
+                Action::Operate(Command::Rollback(
+                    Some((
+                        OPS.iter()
+                            .position(|o| *o == "UpdateSecretVersionStage")
+                            .unwrap_or(0),
+                        0,
+                        FaultKind::Fail,
+                    )),
+                    false,
+                )),
+                Action::Operate(Command::Rollback(None, false)),
+                plain(),
+                Action::Operate(Command::Cleanup(None)),
+            ],
+        ),
+        (
             "a tampered record",
             Start::Migrated,
             vec![plain(), Action::TamperRecord, plain(), plain()],
