@@ -585,7 +585,7 @@ OPERATOR_WRITES = {"UpdateApiKey", "DeleteApiKey", "DeleteUsagePlanKey", "Create
 # IAM cannot tell it apart from an allowed call; each says what guards it instead.
 LIMITS = {
     "prefix": "IAM sees every secret under SecretNamePrefix as the role's: which secret a tie names "
-              "is checked by the code (rotation/ownership.rs refuses a key tied to another secret)",
+              "is checked by the code (src/ownership refuses a key tied to another secret)",
     "untied": "an untied key a labelled version holds looks like any untied key: the code ties only "
               "a key a labelled version of this secret names, read back untied",
     "plan-key": "attach and detach are authorized on the plan, never on the key: the code attaches "
