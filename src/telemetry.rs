@@ -8,9 +8,11 @@
 //! - **The ceiling** (`may_log`): the user's level and directives choose among this crate's
 //!   events freely, but every other crate's events and spans stop at INFO whatever they ask.
 //!   Below INFO the dependencies log what crosses them: lambda_runtime the raw event (with its
-//!   RotationToken) at TRACE, the SDK's orchestrator every request (PutSecretValue's body holds
-//!   the whole secret value) and every response (CreateApiKey's and GetApiKey's hold the key
-//!   value) at TRACE, and at DEBUG its errors with their raw HTTP responses. What they log at
+//!   RotationToken) at TRACE, the SDK's orchestrator every request and every response body and
+//!   output not marked sensitive (CreateApiKey's, GetApiKey's and GetApiKeys' hold key values)
+//!   at TRACE, and at DEBUG its errors with their raw HTTP responses. (The request bodies,
+//!   PutSecretValue's with the whole secret value, are not printed by the SDK version locked
+//!   today; nothing promises that of the next.) What they log at
 //!   INFO and above is the invocation's span (request id), configuration warnings and errors
 //!   that name no value. This crate's own DEBUG and TRACE events name keys by id only.
 //! - **The scrubber** (`never_log`, `Scrubbed`): every credential this process reads is
