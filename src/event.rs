@@ -47,6 +47,11 @@ impl fmt::Display for Step {
 pub struct RotationToken(String);
 
 impl RotationToken {
+    /// Wraps the token, and registers it with the log scrubber (`telemetry::never_log`).
+    fn new(token: String) -> Self {
+        crate::telemetry::never_log(&token);
+        RotationToken(token)
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -149,7 +154,7 @@ impl RotationEvent {
         let rotation_token = match payload.get("RotationToken") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(RotationToken(s.clone())),
+            Some(Value::String(s)) => Some(RotationToken::new(s.clone())),
             Some(_) => return Err(invalid("field RotationToken must be a string".to_owned())),
         };
         Ok(RotationEvent {
@@ -193,6 +198,19 @@ mod tests {
         let text = format!("{ev:?}");
         assert!(!text.contains("very-secret-rotation-token"), "{text}");
         assert!(text.contains("<redacted>"));
+    }
+
+    #[test]
+    fn a_parsed_rotation_token_is_scrubbed_from_logs() {
+        let ev = RotationEvent::parse(&json!({
+            "Step": "createSecret", "SecretId": "s", "ClientRequestToken": TOKEN,
+            "RotationToken": "scrubbed-rotation-token-0001"
+        }));
+        assert!(ev.is_ok());
+        assert_eq!(
+            crate::telemetry::scrub("token scrubbed-rotation-token-0001 in a line"),
+            "token <redacted> in a line"
+        );
     }
 
     #[test]

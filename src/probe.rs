@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use async_trait::async_trait;
+use reqwest::header::HeaderValue;
 use reqwest::{redirect, Client, Url};
 use tokio::time::{sleep, Instant};
 
@@ -48,6 +49,10 @@ impl HttpProber {
 impl Prober for HttpProber {
     async fn probe(&self, url: &Url, key: &KeyValue) -> StepResult<()> {
         let client = self.client()?;
+        // Marked sensitive: hyper's and reqwest's Debug of the request shows `Sensitive`.
+        let mut header = HeaderValue::from_str(key.expose())
+            .map_err(|_| Failure::test("the key value cannot be sent as an x-api-key header"))?;
+        header.set_sensitive(true);
         let started = Instant::now();
         let own = started + self.config.budget;
         let invocation = deadline::current().map(|i| i.deadline());
@@ -65,7 +70,7 @@ impl Prober for HttpProber {
             attempts += 1;
             let outcome = client
                 .get(url.clone())
-                .header("x-api-key", key.expose())
+                .header("x-api-key", header.clone())
                 .timeout(self.config.attempt_timeout.min(left))
                 .send()
                 .await;

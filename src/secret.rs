@@ -31,13 +31,16 @@ const OWNED: [&str; 6] = [
 /// the next rotation lists every key in the account instead (`docs/design/ownership.md`).
 pub const MAX_OWNED_KEY_IDS: usize = 20;
 
-/// An API key's value: a credential, never printed.
+/// An API key's value: a credential, never printed, and registered with the log scrubber
+/// (`telemetry::never_log`) when it is made.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyValue(String);
 
 impl KeyValue {
     pub fn new(value: impl Into<String>) -> Self {
-        KeyValue(value.into())
+        let value = value.into();
+        crate::telemetry::never_log(&value);
+        KeyValue(value)
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -190,7 +193,7 @@ impl SecretValue {
         let rotated_from = take_rotated_from(&mut obj, which)?;
         Ok(SecretValue {
             api_key_id,
-            api_key_value: KeyValue(value),
+            api_key_value: KeyValue::new(value),
             key_name,
             usage_plan_ids,
             owned_key_ids,
@@ -249,18 +252,40 @@ pub fn is_key_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// The fields of a value that name things (ids, names, versions) and are logged: every other
+/// field (the key value, the user's own fields) is registered with the log scrubber.
+const NAMING: [&str; 5] = [
+    API_KEY_ID,
+    KEY_NAME,
+    USAGE_PLAN_IDS,
+    OWNED_KEY_IDS,
+    ROTATED_FROM,
+];
+
 fn parse_object(raw: &str, which: &str) -> StepResult<Map<String, Value>> {
     match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(Value::Object(obj)) => {
+            obj.iter()
+                .filter(|(field, _)| !NAMING.contains(&field.as_str()))
+                .for_each(|(_, value)| crate::telemetry::never_log_json(value));
+            Ok(obj)
+        }
         // serde_json's message names a line and column, never the content.
-        Ok(_) => Err(Failure::config(format!(
-            "the {which} value must be a JSON object"
-        ))),
-        Err(e) => Err(Failure::config(format!(
-            "the {which} value is not JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))),
+        Ok(other) => {
+            crate::telemetry::never_log_json(&other);
+            crate::telemetry::never_log(raw.trim());
+            Err(Failure::config(format!(
+                "the {which} value must be a JSON object"
+            )))
+        }
+        Err(e) => {
+            crate::telemetry::never_log(raw.trim());
+            Err(Failure::config(format!(
+                "the {which} value is not JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )))
+        }
     }
 }
 
@@ -367,6 +392,25 @@ mod tests {
         );
         assert_eq!(json, v.to_json());
         assert!(!format!("{v:?}").contains("SuperSecret"));
+    }
+
+    #[test]
+    fn the_key_value_and_the_users_fields_are_scrubbed_from_logs_but_names_are_not() {
+        let raw = r#"{"api_key_id":"keyid12345","api_key_value":"ScrubbedKeyValue0123456789",
+            "key_name":"partner-named-key","usage_plan_ids":["planid12345"],
+            "client_secret":"users-own-secret-field","nested":{"pin":"nested-secret-1"}}"#;
+        assert!(SecretValue::parse(raw, "AWSCURRENT").is_ok());
+        let line = "keyid12345 partner-named-key planid12345 ScrubbedKeyValue0123456789 \
+                    users-own-secret-field nested-secret-1";
+        assert_eq!(
+            crate::telemetry::scrub(line),
+            "keyid12345 partner-named-key planid12345 <redacted> <redacted> <redacted>"
+        );
+        let _ = CurrentValue::parse(Some("plain-text-secret-value"));
+        assert_eq!(
+            crate::telemetry::scrub("x plain-text-secret-value"),
+            "x <redacted>"
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ impl Refusal {
     }
 }
 
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// How the adapters bound and retry their calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallPolicy {
@@ -132,10 +136,28 @@ impl CallPolicy {
                 timeouts,
                 classifier: NoSdkRetryForThrottling::new(),
             });
+            let sent = Instant::now();
             // The SDK's operation timeout already bounds the call; this makes it a guarantee.
             let err = match tokio::time::timeout_at(deadline, call).await {
-                Ok(Ok(out)) => return Ok(out),
-                Ok(Err(err)) => err,
+                Ok(Ok(out)) => {
+                    // What DEBUG adds: each call by name and outcome, never its content
+                    // (docs/contract.md, Logs).
+                    tracing::debug!(
+                        operation,
+                        elapsed_ms = elapsed_ms(sent),
+                        "AWS call succeeded"
+                    );
+                    return Ok(out);
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(
+                        operation,
+                        elapsed_ms = elapsed_ms(sent),
+                        code = err.code().unwrap_or("none"),
+                        "AWS call failed"
+                    );
+                    err
+                }
                 Err(_) => SdkError::timeout_error(format!(
                     "{operation} cut short at the invocation's deadline"
                 )),

@@ -27,6 +27,7 @@ use crate::support::proxy::{Fault, Proxy};
 use crate::support::runtime::Function;
 use crate::support::world::{str_field, World, STEPS};
 use crate::support::R;
+use crate::trace_logs::no_secret_reaches_any_output_at_trace_or_debug;
 use crate::zero_downtime::cached_clients_with_the_aws_caching_client;
 use crate::TestFn;
 
@@ -70,6 +71,7 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         status_shows_each_key_with_its_role_under_each_policy,
         cleanup_retires_orphans_and_nothing_else,
         rollback_under_each_policy_then_a_rotation,
+        no_secret_reaches_any_output_at_trace_or_debug,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,
@@ -117,6 +119,11 @@ pub(crate) async fn setup(w: &World, value: Option<&str>, extra_tags: &[(&str, &
 
 /// Like `setup`, with a TestUrl tag naming the API's stage (path-style, on loopback).
 async fn setup_probed(w: &World) -> R<Setup> {
+    setup_probed_with(w, "{}").await
+}
+
+/// The same, with this AWSCURRENT value.
+pub(crate) async fn setup_probed_with(w: &World, value: &str) -> R<Setup> {
     let api = w.create_api().await?;
     let plan = w.create_plan(Some(&api)).await?;
     let key_name = w.unique("partner");
@@ -126,7 +133,7 @@ async fn setup_probed(w: &World) -> R<Setup> {
         ("UsagePlan", plan.as_str()),
         ("TestUrl", url.as_str()),
     ];
-    let secret = w.create_secret(Some("{}"), &tags).await?;
+    let secret = w.create_secret(Some(value), &tags).await?;
     Ok(Setup {
         api,
         plan,

@@ -13,6 +13,7 @@ mod metrics;
 mod operator;
 mod ownership;
 mod support;
+mod trace_logs;
 mod zero_downtime;
 
 use std::future::Future;

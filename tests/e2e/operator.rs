@@ -23,6 +23,8 @@ const AWSPENDING: &str = "AWSPENDING";
 pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
+    /// The command's logs.
+    pub stderr: String,
     pub json: Value,
 }
 
@@ -49,8 +51,14 @@ fn keep(text: &str) {
 
 /// Runs `api-key-rotator ARGS` against the local AWS, as an operator's shell would.
 pub(crate) async fn cli(w: &World, args: &[&str]) -> R<Run> {
+    cli_with_env(w, args, &[]).await
+}
+
+/// The same, with these environment variables (e.g. `RUST_LOG`) set.
+pub(crate) async fn cli_with_env(w: &World, args: &[&str], env: &[(&str, &str)]) -> R<Run> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-key-rotator"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .env_remove("ALLOWED_USAGE_PLAN_IDS")
         .env_remove("ALLOWED_TEST_URL_HOSTS")
@@ -89,6 +97,7 @@ pub(crate) async fn cli(w: &World, args: &[&str]) -> R<Run> {
     Ok(Run {
         code: out.status.code().unwrap_or(-1),
         stdout,
+        stderr,
         json,
     })
 }

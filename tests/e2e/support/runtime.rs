@@ -192,6 +192,8 @@ impl Function {
             .join("target")
             .join(format!("{name}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
+        // Every byte the binary writes is in the final log scan.
+        super::logs::register(log.clone());
         // ROTATOR_BINARY runs another build of the function (e.g. the release binary).
         let binary = std::env::var_os("ROTATOR_BINARY")
             .map(PathBuf::from)
