@@ -436,7 +436,8 @@ impl Model {
             .is_some_and(|s| s.contains(AWSPENDING) || s.contains(AWSCURRENT))
     }
 
-    /// Runs an operator command through the real operator code, with its fault armed.
+    /// Runs an operator command through the real operator code, with its fault armed; a command
+    /// that failed part-way is run again, as an operator would, and must then finish.
     async fn operate(&mut self, command: Command) -> Result<(), String> {
         let fault = match command {
             Command::Cleanup(f) | Command::Rollback(f, _) => f,
@@ -446,20 +447,33 @@ impl Model {
             nth,
             kind,
         }));
-        let seen = self.operator.inspect(&self.arn, None).await;
-        if let Ok(seen) = seen {
-            match command {
-                Command::Cleanup(_) => {
-                    let _ = self.operator.cleanup(&seen, true).await;
-                }
-                Command::Rollback(_, force) => {
-                    let _ = self.operator.rollback(&seen, true, force).await;
-                }
+        let interrupted = self.run_command(command).await;
+        self.account.arm(None);
+        if interrupted {
+            self.learn();
+            if self.run_command(command).await {
+                return Err(format!(
+                    "{command:?} run again after an interruption did not finish"
+                ));
             }
         }
-        self.account.arm(None);
         self.learn();
         Ok(())
+    }
+
+    /// One run of the command; whether it was interrupted (a call failed).
+    async fn run_command(&self, command: Command) -> bool {
+        let seen = match self.operator.inspect(&self.arn, None).await {
+            Ok(seen) => seen,
+            Err(_) => return true,
+        };
+        match command {
+            Command::Cleanup(_) => !self.operator.cleanup(&seen, true).await.failed.is_empty(),
+            Command::Rollback(_, force) => match self.operator.rollback(&seen, true, force).await {
+                Ok(out) => out.failed.is_some(),
+                Err(_) => true,
+            },
+        }
     }
 
     /// What the safety invariant compares: the versions holding AWSCURRENT and AWSPREVIOUS, and
