@@ -216,6 +216,7 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                 Err(e) => report.account_unreadable(e),
                 Ok((inputs, listing)) => {
                     let mut held = BTreeSet::new();
+                    let mut unread = Vec::new();
                     for input in &inputs {
                         report.push(match op.inspect(input, listing.as_deref()).await {
                             Ok(seen) => {
@@ -223,14 +224,51 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                                 let outcome = op.cleanup(&seen, apply).await;
                                 Entry::cleanup(input.clone(), &seen, outcome, apply)
                             }
-                            Err(e) => Entry::unreadable(input.clone(), e),
+                            Err(e) => {
+                                unread.push(input.clone());
+                                Entry::unreadable(input.clone(), e)
+                            }
                         });
                     }
-                    for d in deleted(op, &mut report, &selection, &inputs, &held, listing)
+                    let deleted = deleted(op, &mut report, &selection, &inputs, &held, listing)
                         .await
-                        .unwrap_or_default()
-                    {
-                        match op.cleanup_deleted(&d, apply).await {
+                        .unwrap_or_default();
+                    // A deleted secret's key is retired only when every live secret that could
+                    // hold it was read: the secrets this run read, and with --prefix every other
+                    // secret with a KeyName tag.
+                    let blocked = if !apply || deleted.is_empty() {
+                        None
+                    } else if !unread.is_empty() {
+                        Some(format!(
+                            "{} secret(s) could not be read ({}): a key of a deleted secret is retired only when no live secret's version may hold it",
+                            unread.len(),
+                            unread.join(", ")
+                        ))
+                    } else if selection.prefix.is_some() {
+                        let done: BTreeSet<String> = live(&report, &inputs);
+                        match op.held_by_tagged_secrets(TAG_KEY_NAME, &done).await {
+                            Ok(more) => {
+                                held.extend(more);
+                                None
+                            }
+                            Err(e) => Some(format!(
+                                "the secrets outside --prefix could not all be read ({}): a key of a deleted secret is retired only when no live secret's version may hold it",
+                                e.0
+                            )),
+                        }
+                    } else {
+                        None
+                    };
+                    for d in deleted {
+                        let d = d.without(&held);
+                        let result = match &blocked {
+                            Some(why) => op.cleanup_deleted(&d, false).await.map(|mut out| {
+                                out.refused = Some(why.clone());
+                                out
+                            }),
+                            None => op.cleanup_deleted(&d, apply).await,
+                        };
+                        match result {
                             Ok(outcome) => report.deleted_secret_cleanup(&d, outcome, apply),
                             Err(e) => report.account_unreadable(e),
                         }

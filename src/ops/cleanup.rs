@@ -120,10 +120,11 @@ where
             // The secret is read again before each change: a rotation that started since, or
             // any label that moved, stops the cleanup.
             match self.rotator.secrets.describe(&seen.meta.arn).await {
-                Ok(Some(now)) if now.versions == seen.meta.versions => {}
+                Ok(Some(now))
+                    if now.versions == seen.meta.versions && now.tags == seen.meta.tags => {}
                 Ok(_) => {
                     out.refused = Some(
-                        "the secret's versions changed during the cleanup (a rotation started?); the remaining keys were left alone: run cleanup again".to_owned(),
+                        "the secret's versions or tags changed during the cleanup (a rotation started?); the remaining keys were left alone: run cleanup again".to_owned(),
                     );
                     return out;
                 }

@@ -21,6 +21,21 @@ pub struct DeletedSecretKeys {
     pub keys: Vec<KeyView>,
 }
 
+impl DeletedSecretKeys {
+    /// The same, without the keys in `held` (held by a live secret's labelled version).
+    pub fn without(&self, held: &BTreeSet<String>) -> DeletedSecretKeys {
+        DeletedSecretKeys {
+            keys: self
+                .keys
+                .iter()
+                .filter(|k| !held.contains(&k.id))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 impl<S, K, P, F> Operator<S, K, P, F>
 where
     S: SecretStore + SecretCatalog,
@@ -88,6 +103,28 @@ where
             });
         }
         Ok(out)
+    }
+
+    /// Every key id the labelled versions of the secrets carrying `tag_key` may hold, leaving
+    /// out the secrets in `done` (read already). Fails when any of them cannot be read.
+    pub async fn held_by_tagged_secrets(
+        &self,
+        tag_key: &str,
+        done: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, Unreadable> {
+        let secrets = &self.rotator.secrets;
+        let mut held = BTreeSet::new();
+        for arn in secrets.list_secrets(tag_key, None).await? {
+            if done.contains(&arn) {
+                continue;
+            }
+            let meta = secrets
+                .describe(&arn)
+                .await?
+                .ok_or_else(|| Unreadable(format!("{arn} vanished while being read")))?;
+            held.extend(held_ids(&read_claims(secrets, &meta, Values::new()).await?));
+        }
+        Ok(held)
     }
 
     /// The keys held by the labelled versions of a live secret with the name of the deleted

@@ -229,6 +229,7 @@ where
             &meta,
             &keys,
             &values,
+            &survey,
             settings.as_ref().map(|s| s.old_key_action),
             self.open_rotation_in(&meta).is_some(),
         ));

@@ -110,8 +110,24 @@ where
             }
         };
         // Rolled back already (the previous version was rotated from the current one): what
-        // is left of an interrupted roll-back is finished, and nothing else is done.
+        // is left of an interrupted roll-back is finished, and nothing else is done. Otherwise
+        // the current version must have been rotated from the previous one: anything else (a
+        // value written by hand, a second roll-back) is not a rotation to undo, and moving
+        // AWSCURRENT would only flip the labels back and forth.
         let rolled_back = previous_value.rotated_from == Some(Some(current.to_owned()));
+        if !rolled_back {
+            let current_raw = secrets
+                .get_value(&meta.arn, VersionRef::Id(current, None))
+                .await?;
+            let from = CurrentValue::parse(current_raw.as_ref().map(|t| t.0.as_str()))
+                .ok()
+                .and_then(|v| v.rotated_from);
+            if from != Some(Some(previous.to_owned())) {
+                return refuse(format!(
+                    "the AWSCURRENT version {current} was not rotated from the AWSPREVIOUS version {previous} (a value written by hand, or by an earlier release): there is no rotation to undo; move the labels by hand if you must (docs/operations.md, Roll-back)"
+                ));
+            }
+        }
         let target = if rolled_back { current } else { previous };
         let Some(key_id) = seen.survey.key_of(target).map(str::to_owned) else {
             return refuse(format!(

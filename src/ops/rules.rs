@@ -144,6 +144,7 @@ pub(crate) fn key_findings(
     meta: &SecretMetadata,
     keys: &[KeyView],
     values: &BTreeMap<String, VersionValue>,
+    survey: &Survey,
     policy: Option<OldKeyAction>,
     open: bool,
 ) -> Vec<Finding> {
@@ -164,7 +165,7 @@ pub(crate) fn key_findings(
             format!("api-key-rotator cleanup {} --apply", meta.name),
         ));
     }
-    if let Some(key) = previous_not_retired(meta, keys, values, policy, open) {
+    if let Some(key) = previous_not_retired(meta, keys, values, survey, policy, open) {
         let policy = policy.map(OldKeyAction::as_str).unwrap_or_default();
         findings.push(Finding::error(
             Code::PreviousKeyNotRetired,
@@ -184,12 +185,14 @@ pub(crate) fn key_findings(
 
 /// The previous key, when the policy says it should be retired and it is not: no rotation is
 /// open, the secret was not rolled back to its AWSCURRENT version (then the previous key is the
-/// one rolled back from, which the next rotation retires), and no other labelled version holds
-/// it.
+/// one rolled back from, which the next rotation retires), the AWSPREVIOUS value is one the
+/// function reads, and no other labelled version holds the key (finishSecret leaves such a key
+/// alone too).
 pub(crate) fn previous_not_retired<'k>(
     meta: &SecretMetadata,
     keys: &'k [KeyView],
     values: &BTreeMap<String, VersionValue>,
+    survey: &Survey,
     policy: Option<OldKeyAction>,
     open: bool,
 ) -> Option<&'k KeyView> {
@@ -207,6 +210,17 @@ pub(crate) fn previous_not_retired<'k>(
         return None;
     }
     let key = keys.iter().find(|k| k.role == Role::Previous)?;
+    let readable = matches!(
+        survey.versions.get(previous).map(|l| &l.claim),
+        Some(crate::ownership::Claim::Key { .. })
+    );
+    let shared = survey
+        .versions
+        .iter()
+        .any(|(v, l)| v != previous && l.claim.holds(&key.id));
+    if !readable || shared {
+        return None;
+    }
     match policy? {
         OldKeyAction::Delete => Some(key),
         OldKeyAction::Disable => key.enabled.then_some(key),

@@ -254,7 +254,8 @@ pub fn after_promotion(
                 let s = s.as_str();
                 match s {
                     AWSCURRENT => version == token,
-                    AWSPREVIOUS => current.as_deref() == Some(token),
+                    // With no AWSCURRENT to move from, AWSPREVIOUS stays where it is.
+                    AWSPREVIOUS => current.is_none() || current.as_deref() == Some(token),
                     AWSPENDING => version != token,
                     _ => true,
                 }
@@ -265,6 +266,7 @@ pub fn after_promotion(
             kept.push(AWSCURRENT.to_owned());
         }
         if current.as_deref() == Some(version.as_str()) && version != token {
+            kept.retain(|s| s != AWSPREVIOUS);
             kept.push(AWSPREVIOUS.to_owned());
         }
         if !kept.is_empty() {

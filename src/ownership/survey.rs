@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::claim::Claim;
 use super::{tie, Labelled, Owned, Survey, Tie};
 use crate::config::TIE_TAG;
-use crate::error::AwsError;
+use crate::error::{AwsError, Failure, StepResult};
 use crate::ports::{ApiKey, KeyGateway, SecretMetadata, SecretStore, SecretText, VersionRef};
 use crate::secret::CurrentValue;
 
@@ -16,21 +16,33 @@ pub type Values = BTreeMap<String, Option<SecretText>>;
 impl Survey {
     /// Surveys the secret described by `meta`. `values` holds versions' values the caller has
     /// read already; the others are read here. `listing` is every key in the account when the
-    /// caller read it once for many secrets; otherwise every key is listed here (one GetApiKeys
-    /// call per 500 keys).
+    /// caller read it once for many secrets (before `meta`); otherwise every key is listed
+    /// here (one GetApiKeys call per 500 keys), and the labels are read again after the
+    /// listing: a key is made after its rotation's version got AWSPENDING, so labels read after
+    /// the listing name every version a listed key can belong to. When they moved in between
+    /// (a rotation started or finished), the survey is refused and the step is retried.
     pub async fn read<S: SecretStore, K: KeyGateway>(
         secrets: &S,
         keys: &K,
         meta: &SecretMetadata,
         values: Values,
         listing: Option<&[ApiKey]>,
-    ) -> Result<Survey, AwsError> {
+    ) -> StepResult<Survey> {
         let versions = read_claims(secrets, meta, values).await?;
         let listed = match listing {
             Some(listing) => listing.to_vec(),
-            None => keys.list_all_keys().await?,
+            None => {
+                let listed = keys.list_all_keys().await?;
+                let now = secrets.describe(&meta.arn).await?;
+                if now.as_ref().map(|m| &m.versions) != Some(&meta.versions) {
+                    return Err(Failure::state(
+                        "the secret's labels moved while its keys were being listed (a rotation started or finished at the same time); nothing was changed, and the step can be run again",
+                    ));
+                }
+                listed
+            }
         };
-        Survey::classify(&meta.arn, versions, listed, keys).await
+        Ok(Survey::classify(&meta.arn, versions, listed, keys).await?)
     }
 
     async fn classify<K: KeyGateway>(
@@ -39,13 +51,17 @@ impl Survey {
         listed: Vec<ApiKey>,
         keys: &K,
     ) -> Result<Survey, AwsError> {
-        // A key a version holds may be the secret's by adoption; only a version with a label
-        // besides AWSPENDING vouches for a key that has no tie (AWSPENDING's key is always one
-        // the function made, tied at creation).
+        // A key a version holds may be the secret's by adoption, but only a key that
+        // AWSCURRENT or AWSPREVIOUS names plainly (a value the function reads) vouches for an
+        // untied key: AWSPENDING's key is always one the function made, tied at creation; a
+        // custom label or a value the function cannot read proves nothing.
         let vouched: BTreeSet<String> = versions
             .values()
-            .filter(|l| l.stages.iter().any(|s| s != crate::ports::AWSPENDING))
-            .filter_map(|l| l.claim.key_id().map(str::to_owned))
+            .filter(|l| l.has(crate::ports::AWSCURRENT) || l.has(crate::ports::AWSPREVIOUS))
+            .filter_map(|l| match &l.claim {
+                Claim::Key { id, .. } => Some(id.clone()),
+                _ => None,
+            })
             .collect();
         let named: BTreeSet<String> = versions
             .values()

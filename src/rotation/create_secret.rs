@@ -87,7 +87,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             api_key_value: value,
             key_name: key.name.clone(),
             usage_plan_ids: settings.usage_plan_ids.clone(),
-            owned_key_ids: record(&survey, &key.id, &made.removed),
+            owned_key_ids: record(&survey, &key.id),
             rotated_from: Some(ctx.meta.version_with(AWSCURRENT).map(str::to_owned)),
             extra: current.extra,
         };
@@ -107,11 +107,11 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
 /// The record the new version carries: the owned keys, other than the new one, whose tie a
 /// listing may not show, so that the next survey reads their tags (`docs/design/ownership.md`).
 /// `None` when there are more than the record may hold.
-fn record(survey: &Survey, new_key: &str, removed: &[String]) -> Option<Vec<String>> {
+fn record(survey: &Survey, new_key: &str) -> Option<Vec<String>> {
     let ids: Vec<String> = survey
         .hidden_ties()
         .into_iter()
-        .filter(|id| id != new_key && !removed.contains(id))
+        .filter(|id| id != new_key)
         .collect();
     if ids.len() > MAX_OWNED_KEY_IDS {
         tracing::warn!(

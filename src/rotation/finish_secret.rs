@@ -46,8 +46,10 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
 
         // What the labels will be once AWSCURRENT has moved, and the keys no version will need
         // then: those of the version losing AWSPREVIOUS, abandoned rotations, duplicates from
-        // lost answers, keys earlier tries made under another name. Retired first, while the
-        // versions that hold them are still labelled, so that a retry meets the same evidence.
+        // lost answers, keys earlier tries made under another name. Each is tied first (an
+        // untied key is the secret's only while a labelled version holds it), so that a retry
+        // after the move still finds it by its tie; they are retired only once AWSCURRENT has
+        // moved, so that a move that fails leaves the key AWSPREVIOUS names working.
         let after = after_promotion(&survey.labels(), token);
         let previous_version = after
             .iter()
@@ -57,17 +59,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             .as_deref()
             .and_then(|v| survey.key_of(v))
             .map(str::to_owned);
-        for id in survey.unneeded(&after) {
-            survey.tie_if_untied(&self.keys, &id).await?;
-            self.delete_key(&id, "no version of the secret needs it any more")
-                .await?;
-            if survey
-                .owned
-                .get(&id)
-                .is_some_and(|o| named_for(&o.key, token))
-            {
-                metrics::record(Effect::KeyCreated); // a duplicate a lost answer made
-            }
+        let unneeded = survey.unneeded(&after);
+        for id in &unneeded {
+            survey.tie_if_untied(&self.keys, id).await?;
         }
 
         if ctx.state == TokenState::Pending {
@@ -97,6 +91,18 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 version_id = token,
                 "removed AWSPENDING: the rotation is complete"
             );
+        }
+
+        for id in &unneeded {
+            self.delete_key(id, "no version of the secret needs it any more")
+                .await?;
+            if survey
+                .owned
+                .get(id)
+                .is_some_and(|o| named_for(&o.key, token))
+            {
+                metrics::record(Effect::KeyCreated); // a duplicate a lost answer made
+            }
         }
 
         // The previous key, by policy, unless another version that keeps a label holds it too.

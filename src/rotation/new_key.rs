@@ -1,7 +1,9 @@
 //! The token's key: found when an earlier try made it, made otherwise. When earlier tries made
 //! more than one under the current name (a CreateApiKey whose answer was lost and that the SDK
-//! sent again), the earliest is kept and the others are removed, so that every try settles on
-//! the same key. Keys earlier tries made under another `KeyName` are owned and needed by no
+//! sent again), the earliest is kept, so that every try settles on the same key. Nothing is
+//! deleted here: a delivery of createSecret running at the same time may be storing another of
+//! them, and only once a pending value is stored is it known which key a version holds. The
+//! others, and keys earlier tries made under another `KeyName`, are owned and needed by no
 //! version: finishSecret retires them with every other such key.
 
 use super::{Rotator, StepCtx};
@@ -16,8 +18,6 @@ pub(crate) struct Made {
     pub key: ApiKey,
     /// Made by this try: on no plan yet.
     pub fresh: bool,
-    /// Duplicates removed.
-    pub removed: Vec<String>,
 }
 
 impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
@@ -57,34 +57,28 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 return Ok(Made {
                     key: created,
                     fresh: true,
-                    removed: Vec::new(),
                 });
             }
             fresh = true;
             found.push(created);
         }
         found.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
-        let mut found = found.into_iter();
+        if found.len() > 1 {
+            tracing::warn!(
+                keys = found.len(),
+                "earlier tries made more than one key for the token; the earliest is kept, finishSecret retires the others"
+            );
+        }
         let keep = found
+            .into_iter()
             .next()
             .ok_or_else(|| Failure::state(format!("no key named {name} after creating it")))?;
-        let mut removed = Vec::new();
-        for extra in found {
-            self.delete_key(&extra.id, "a second key for the same token")
-                .await?;
-            removed.push(extra.id);
-            metrics::record(Effect::KeyCreated); // a duplicate a lost answer made
-        }
         let key = match keep.value {
             Some(_) => keep,
             None => self.keys.get_key(&keep.id).await?.ok_or_else(|| {
                 Failure::state(format!("key {} vanished while being created", keep.id))
             })?,
         };
-        Ok(Made {
-            key,
-            fresh: fresh && removed.is_empty(),
-            removed,
-        })
+        Ok(Made { key, fresh })
     }
 }

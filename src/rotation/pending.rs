@@ -46,7 +46,12 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             .keys
             .get_key(id)
             .await?
-            .ok_or_else(|| gone(format!("the pending key {id} does not exist")))?;
+            .ok_or_else(|| {
+                gone(format!(
+                    "the pending key {id} does not exist; cancel the rotation (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {}) and rotate again",
+                    ctx.meta.name, ctx.ev.token
+                ))
+            })?;
         let token = ctx.ev.token.as_str();
         if key.name != pending.key_name
             || !ownership::made_for(&self.keys, &ctx.meta.arn, &key, token).await?

@@ -365,6 +365,7 @@ impl Model {
             kind,
         }));
         let mut errors = Vec::new();
+        let labelled = self.labelled_state();
         for attempt in 0..TRIES {
             let mut failed = false;
             for (i, step) in STEPS.iter().enumerate() {
@@ -397,6 +398,10 @@ impl Model {
                     }
                 }
                 if let Err(e) = result {
+                    // A failed step may be the last one for a long time (the operator may cancel
+                    // the rotation): the safety invariant holds at every failure too.
+                    self.check_safety(&labelled)
+                        .map_err(|s| format!("after {step} failed ({e}): {s}"))?;
                     errors.push(e.to_string());
                     failed = true;
                     break;
@@ -1175,6 +1180,16 @@ fn the_named_sequences_hold() {
                 Action::Operate(Command::Rollback(None, false)),
                 plain(),
                 Action::Operate(Command::Cleanup(None)),
+            ],
+        ),
+        (
+            "keep-previous: finishSecret's move fails; the key AWSPREVIOUS names keeps working meanwhile",
+            Start::Empty,
+            vec![
+                Action::Policy(2),
+                plain(),
+                plain(),
+                rotate(Some(("UpdateSecretVersionStage", 0, FaultKind::Fail)), None),
             ],
         ),
         (
