@@ -39,7 +39,6 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "CreateApiKey",
             "GetUsagePlans",
             "DeleteUsagePlanKey",
-            "DeleteApiKey",
             "CreateUsagePlanKey",
             "PutSecretValue",
         ],

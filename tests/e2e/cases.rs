@@ -939,9 +939,11 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
             &[
                 ("CreateApiKey", 1),
                 ("CreateUsagePlanKey", 1),
-                ("DescribeSecret", 1),
+                // The survey reads the labels again after the listing, and every labelled
+                // version's value (AWSCURRENT and AWSPREVIOUS here).
+                ("DescribeSecret", 2),
                 ("GetApiKeys", 1),
-                ("GetSecretValue", 2),
+                ("GetSecretValue", 3),
                 ("GetUsagePlan", 1),
                 ("PutSecretValue", 1),
             ],
@@ -969,9 +971,9 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
             &[
                 ("DeleteApiKey", 1),
                 ("DeleteUsagePlanKey", 1),
-                ("DescribeSecret", 1),
+                ("DescribeSecret", 2),
                 ("GetApiKeys", 1),
-                ("GetSecretValue", 1),
+                ("GetSecretValue", 3),
                 ("GetUsagePlans", 1),
                 // AWSCURRENT moves to the token, then AWSPENDING leaves it.
                 ("UpdateSecretVersionStage", 2),
@@ -984,8 +986,8 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
         .sum();
     eprintln!("  {total} AWS calls in the rotation");
     ensure!(
-        total <= 24,
-        "{total} calls, more than the 24 the docs state"
+        total <= 30,
+        "{total} calls, more than the 30 the docs state"
     );
     for (step, want) in expected {
         proxy.reset_counts();
