@@ -87,7 +87,7 @@ pub(crate) fn current_key(
             Some(Finding::error(
                 Code::CurrentKeyForeign,
                 format!("key {id} belongs to another secret ({arn}); refusing to rotate it"),
-                "give this secret a key of its own: write {\"api_key_id\": \"<its key id>\"} as its value",
+                "give this secret a key of its own: write {\"api_key_id\": \"<its key id>\"} as its value; if that secret was deleted and this one restored from it (a new ARN), tie the key to this secret (aws apigateway tag-resource --resource-arn arn:aws:apigateway:<region>::/apikeys/<key id> --tags api-key-rotator:secret-arn=<this secret's ARN>)",
             )),
         );
     }

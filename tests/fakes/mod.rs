@@ -429,8 +429,10 @@ impl SecretStore for FakeSecrets {
     async fn describe(&self, secret_id: &str) -> Result<Option<SecretMetadata>, AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("DescribeSecret")?;
+        // By ARN, or by name as Secrets Manager also takes it.
         let meta = lock(&self.0.secrets)
-            .get(secret_id)
+            .values()
+            .find(|s| s.arn == secret_id || s.name == secret_id)
             .map(|s| SecretMetadata {
                 arn: s.arn.clone(),
                 name: s.name.clone(),
@@ -455,7 +457,10 @@ impl SecretStore for FakeSecrets {
         tokio::task::yield_now().await;
         let lost = self.0.enter("GetSecretValue")?;
         let secrets = lock(&self.0.secrets);
-        let found = secrets.get(secret_id).and_then(|s| match version {
+        let found = secrets
+            .values()
+            .find(|s| s.arn == secret_id || s.name == secret_id)
+            .and_then(|s| match version {
             VersionRef::Id(id, stage) => s
                 .versions
                 .get(id)

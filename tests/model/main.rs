@@ -98,6 +98,10 @@ enum Action {
     /// A person writes an AWSCURRENT value naming the previous key, with a field the function
     /// cannot parse; `cleanup --apply` runs; the person moves AWSCURRENT back.
     UnparseableCurrent,
+    /// The secret is force-deleted and restored from a backup under its name (a new ARN, the
+    /// old value): `cleanup --all` must not take the keys it holds for a deleted secret's. Then
+    /// the original is put back, so that the sequence goes on.
+    Recreate,
     KeyName(usize),
     Policy(usize),
     Plan(usize),
@@ -168,6 +172,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => command().prop_map(Action::Operate),
         1 => (0..2usize).prop_map(Action::StagePending),
         1 => Just(Action::UnparseableCurrent),
+        1 => Just(Action::Recreate),
         1 => (0..KEY_NAMES.len()).prop_map(Action::KeyName),
         1 => (0..POLICIES.len()).prop_map(Action::Policy),
         1 => (0..PLANS.len()).prop_map(Action::Plan),
@@ -655,6 +660,50 @@ impl Model {
         Ok(())
     }
 
+    async fn recreate(&mut self) -> Result<(), String> {
+        let Some(old) = lock(&self.account.secrets).remove(&self.arn) else {
+            return Ok(());
+        };
+        let restored_arn = self.arn.replace("-AbCdEf", "-ReStOr");
+        let mut restored = old.clone();
+        restored.arn = restored_arn.clone();
+        restored
+            .versions
+            .retain(|_, v| v.stages.contains(AWSCURRENT));
+        let held: BTreeSet<String> = restored
+            .versions
+            .values()
+            .filter_map(|v| v.value.as_deref())
+            .filter_map(|v| serde_json::from_str::<Value>(v).ok())
+            .filter_map(|v| v["api_key_id"].as_str().map(str::to_owned))
+            .collect();
+        lock(&self.account.secrets).insert(restored_arn.clone(), restored);
+        let listing: Vec<api_key_rotator::ports::ApiKey> = lock(&self.account.keys)
+            .values()
+            .map(|k| k.key.clone())
+            .collect();
+        // As `cleanup --all` sees it without having read the restored secret: only the
+        // namesake check stands between the key and retirement.
+        let found = self
+            .operator
+            .deleted_secret_keys(&listing, &BTreeSet::new(), &BTreeSet::new(), None)
+            .await
+            .map_err(|e| e.0)?;
+        let wrong: Vec<&String> = found
+            .iter()
+            .flat_map(|d| d.keys.iter().map(|k| &k.id))
+            .filter(|id| held.contains(*id))
+            .collect();
+        lock(&self.account.secrets).remove(&restored_arn);
+        lock(&self.account.secrets).insert(self.arn.clone(), old);
+        if !wrong.is_empty() {
+            return Err(format!(
+                "cleanup --all took keys the restored secret holds for a deleted secret's: {wrong:?}"
+            ));
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> String {
         let keys: BTreeMap<String, (bool, BTreeSet<String>)> = lock(&self.account.keys)
             .iter()
@@ -805,6 +854,7 @@ impl Model {
             Action::Operate(command) => self.operate(*command).await?,
             Action::StagePending(which) => self.stage_pending(*which).await?,
             Action::UnparseableCurrent => self.unparseable_current().await?,
+            Action::Recreate => self.recreate().await?,
             Action::KeyName(n) => self.rename(*n),
             Action::Policy(n) => {
                 self.policy = POLICIES[*n];
