@@ -8,6 +8,16 @@ use api_key_rotator::config::{FunctionConfig, OldKeyAction, ProbeConfig, TIE_TAG
 use api_key_rotator::{AwsRotator, ErrorKind};
 use serde_json::json;
 
+use crate::adversary::{
+    adversary_a_failed_retirement_is_visible_and_cleanup_finishes_it,
+    adversary_a_plan_move_inside_a_failing_rotation,
+    adversary_a_staged_pending_value_naming_another_secrets_key,
+    adversary_an_interrupted_rollback_can_be_finished,
+    adversary_cleanup_all_spares_the_keys_of_a_recreated_secret,
+    adversary_cleanup_never_deletes_a_key_an_unreadable_value_names,
+    adversary_keyname_flip_flop_under_keep_previous,
+    adversary_rollback_refuses_an_open_rotation_unless_forced,
+};
 use crate::ensure;
 use crate::matrix::fault_matrix;
 use crate::metrics::{
@@ -72,6 +82,15 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         cleanup_retires_orphans_and_nothing_else,
         rollback_under_each_policy_then_a_rotation,
         no_secret_reaches_any_output_at_trace_or_debug,
+        // The adversary's sequences (issue 18, items 2 to 9).
+        adversary_keyname_flip_flop_under_keep_previous,
+        adversary_a_staged_pending_value_naming_another_secrets_key,
+        adversary_a_plan_move_inside_a_failing_rotation,
+        adversary_cleanup_never_deletes_a_key_an_unreadable_value_names,
+        adversary_cleanup_all_spares_the_keys_of_a_recreated_secret,
+        adversary_an_interrupted_rollback_can_be_finished,
+        adversary_rollback_refuses_an_open_rotation_unless_forced,
+        adversary_a_failed_retirement_is_visible_and_cleanup_finishes_it,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,

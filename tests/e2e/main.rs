@@ -4,6 +4,7 @@
 //! whole rotation with the same token after a failure. No test skips: without the emulator the
 //! run fails.
 
+mod adversary;
 mod cases;
 mod deadline;
 #[path = "../fakes/mod.rs"]

@@ -51,11 +51,17 @@ fn keep(text: &str) {
 
 /// Runs `api-key-rotator ARGS` against the local AWS, as an operator's shell would.
 pub(crate) async fn cli(w: &World, args: &[&str]) -> R<Run> {
-    cli_with_env(w, args, &[]).await
+    cli_with(&w.endpoint, &[], args).await
 }
 
 /// The same, with these environment variables (e.g. `RUST_LOG`) set.
 pub(crate) async fn cli_with_env(w: &World, args: &[&str], env: &[(&str, &str)]) -> R<Run> {
+    cli_with(&w.endpoint, env, args).await
+}
+
+/// Runs `api-key-rotator ARGS` against `endpoint` (the local AWS, or a fault proxy in front of
+/// it), with extra environment variables (e.g. the SDK's retry settings).
+pub(crate) async fn cli_with(endpoint: &str, env: &[(&str, &str)], args: &[&str]) -> R<Run> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-key-rotator"))
         .args(args)
         .envs(env.iter().copied())
@@ -64,7 +70,7 @@ pub(crate) async fn cli_with_env(w: &World, args: &[&str], env: &[(&str, &str)])
         .env_remove("ALLOWED_TEST_URL_HOSTS")
         .env_remove("OLD_KEY_ACTION")
         .env_remove("AWS_PROFILE")
-        .env("AWS_ENDPOINT_URL", &w.endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_REGION", crate::support::world::REGION)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -103,7 +109,7 @@ pub(crate) async fn cli_with_env(w: &World, args: &[&str], env: &[(&str, &str)])
 }
 
 /// No key value in any output.
-async fn no_key_values(w: &World, runs: &[&Run]) -> R<()> {
+pub(crate) async fn no_key_values(w: &World, runs: &[&Run]) -> R<()> {
     let values: BTreeSet<String> = w
         .all_keys()
         .await?
@@ -122,7 +128,7 @@ async fn no_key_values(w: &World, runs: &[&Run]) -> R<()> {
     Ok(())
 }
 
-fn codes(entry: &Value) -> BTreeMap<String, String> {
+pub(crate) fn codes(entry: &Value) -> BTreeMap<String, String> {
     entry["findings"]
         .as_array()
         .into_iter()
@@ -167,7 +173,7 @@ async fn function(w: &World, timeout: i32, env: &[(&str, &str)]) -> R<String> {
     Ok(f.function_arn().unwrap_or_default().to_owned())
 }
 
-async fn move_stage(
+pub(crate) async fn move_stage(
     w: &World,
     secret: &str,
     stage: &str,

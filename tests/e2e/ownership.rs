@@ -48,7 +48,7 @@ pub(crate) enum Start {
     Adopted,
 }
 
-async fn plans_of(w: &World, key: &str) -> R<BTreeSet<String>> {
+pub(crate) async fn plans_of(w: &World, key: &str) -> R<BTreeSet<String>> {
     let out = w.ag.get_usage_plans().key_id(key).limit(500).send().await?;
     Ok(out
         .items()
@@ -57,7 +57,7 @@ async fn plans_of(w: &World, key: &str) -> R<BTreeSet<String>> {
         .collect())
 }
 
-async fn set_tag(w: &World, arn: &str, key: &str, value: &str) -> R<()> {
+pub(crate) async fn set_tag(w: &World, arn: &str, key: &str, value: &str) -> R<()> {
     w.sm.tag_resource()
         .secret_id(arn)
         .tags(Tag::builder().key(key).value(value).build())

@@ -37,6 +37,8 @@ struct Rule {
     /// Only while the test says this phase (e.g. a step) is running.
     phase: Option<String>,
     fault: Fault,
+    /// Matching calls let through untouched before the fault starts.
+    skip: u32,
     remaining: u32,
 }
 
@@ -205,10 +207,24 @@ impl Proxy {
 
     /// Injects `fault` into the next `times` calls of `operation` made while `phase` runs.
     pub fn inject_in(&self, phase: Option<&str>, operation: &str, fault: Fault, times: u32) {
+        self.inject_after(phase, operation, 0, fault, times);
+    }
+
+    /// Lets the next `skip` calls of `operation` (made while `phase` runs) through, then injects
+    /// `fault` into the `times` calls after them: the second of two calls fails, not the first.
+    pub fn inject_after(
+        &self,
+        phase: Option<&str>,
+        operation: &str,
+        skip: u32,
+        fault: Fault,
+        times: u32,
+    ) {
         lock(&self.state).rules.push(Rule {
             operation: operation.to_owned(),
             phase: phase.map(str::to_owned),
             fault,
+            skip,
             remaining: times,
         });
     }
@@ -318,9 +334,13 @@ async fn handle(
             .find(|r| {
                 r.operation == op && r.remaining > 0 && (r.phase.is_none() || r.phase == phase)
             })
-            .map(|r| {
+            .and_then(|r| {
+                if r.skip > 0 {
+                    r.skip -= 1;
+                    return None;
+                }
                 r.remaining -= 1;
-                r.fault
+                Some(r.fault)
             });
         if fault.is_some() {
             *s.injected.entry(op.clone()).or_default() += 1;
