@@ -461,12 +461,12 @@ impl SecretStore for FakeSecrets {
             .values()
             .find(|s| s.arn == secret_id || s.name == secret_id)
             .and_then(|s| match version {
-            VersionRef::Id(id, stage) => s
-                .versions
-                .get(id)
-                .filter(|v| stage.is_none_or(|st| v.stages.contains(st))),
-            VersionRef::Stage(stage) => s.versions.values().find(|v| v.stages.contains(stage)),
-        });
+                VersionRef::Id(id, stage) => s
+                    .versions
+                    .get(id)
+                    .filter(|v| stage.is_none_or(|st| v.stages.contains(st))),
+                VersionRef::Stage(stage) => s.versions.values().find(|v| v.stages.contains(stage)),
+            });
         let out = found.and_then(|v| v.value.clone()).map(SecretText);
         drop(secrets);
         Account::leave("GetSecretValue", lost, out)
