@@ -1081,3 +1081,46 @@ pub async fn adversary_a_failed_retirement_is_visible_and_cleanup_finishes_it(
     }
     no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
 }
+
+/// The previous key that another labelled version also holds (a backup copy of a value under a
+/// custom label): finishSecret leaves it, and so must `check` and `cleanup` (a key the raw value
+/// of a labelled version names is never touched). Guard: `rules::previous_not_retired`'s
+/// shared-key test (an attacker review found cleanup retiring it).
+pub async fn adversary_a_previous_key_another_version_holds_is_left_alone(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let policy = OldKeyAction::Delete;
+    let mut o = given(&w, Start::Migrated, policy).await?;
+    rotate_checked(&w, &r, &mut o, policy, "first").await?;
+    let kept = key_id_with(&w, &o.arn, AWSCURRENT).await?;
+    let raw =
+        w.sm.get_secret_value()
+            .secret_id(&o.arn)
+            .version_stage(AWSCURRENT)
+            .send()
+            .await?;
+    w.sm.put_secret_value()
+        .secret_id(&o.arn)
+        .secret_string(raw.secret_string().unwrap_or_default())
+        .version_stages("BACKUP")
+        .send()
+        .await?;
+    let token = w.open_rotation(&o.arn).await?;
+    World::run_steps(&r, &o.arn, &token).await?;
+    ensure!(
+        w.key(&kept).await?.is_some_and(|k| k.enabled()),
+        "finishSecret retired the previous key a BACKUP version holds"
+    );
+    let check = cli(&w, &["--json", "check", &o.arn]).await?;
+    let found = codes(&check.json["secrets"][0]);
+    ensure!(
+        !found.contains_key("previous-key-not-retired"),
+        "check reports the shared previous key as not retired: {found:?}"
+    );
+    let cleanup = cli(&w, &["--json", "cleanup", &o.arn, "--apply"]).await?;
+    ensure!(
+        w.key(&kept).await?.is_some_and(|k| k.enabled()),
+        "cleanup --apply retired a key the BACKUP version holds: {}",
+        cleanup.stdout
+    );
+    no_key_values(&w, &[&check, &cleanup]).await
+}

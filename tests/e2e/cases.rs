@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::adversary::{
     adversary_a_failed_retirement_is_visible_and_cleanup_finishes_it,
     adversary_a_plan_move_inside_a_failing_rotation,
+    adversary_a_previous_key_another_version_holds_is_left_alone,
     adversary_a_staged_pending_value_naming_another_secrets_key,
     adversary_an_interrupted_rollback_can_be_finished,
     adversary_cleanup_all_spares_the_keys_of_a_recreated_secret,
@@ -91,6 +92,7 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         adversary_an_interrupted_rollback_can_be_finished,
         adversary_rollback_refuses_an_open_rotation_unless_forced,
         adversary_a_failed_retirement_is_visible_and_cleanup_finishes_it,
+        adversary_a_previous_key_another_version_holds_is_left_alone,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,
