@@ -570,6 +570,7 @@ impl Model {
     /// A staged AWSPENDING value naming a key the function did not make for the version: every
     /// step refuses and changes nothing; then the operator cancels the rotation.
     async fn stage_pending(&mut self, which: usize) -> Result<(), String> {
+        self.account.arm(None);
         let target = match which {
             0 => Some(self.foreign_disabled.clone()),
             _ => self.key_of(AWSPREVIOUS),
@@ -661,6 +662,7 @@ impl Model {
     }
 
     async fn recreate(&mut self) -> Result<(), String> {
+        self.account.arm(None); // a fault a rotation armed and never reached is not this action's
         let Some(old) = lock(&self.account.secrets).remove(&self.arn) else {
             return Ok(());
         };
