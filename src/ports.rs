@@ -48,12 +48,24 @@ impl SecretMetadata {
         self.stages_of(version)
             .is_some_and(|s| s.iter().any(|l| l == stage))
     }
+    /// The version an open rotation carries: AWSPENDING on a version other than AWSCURRENT.
+    pub fn open_rotation(&self) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(_, stages)| opens_rotation(stages))
+            .map(|(v, _)| v.as_str())
+    }
     pub fn version_with(&self, stage: &str) -> Option<&str> {
         self.versions
             .iter()
             .find(|(_, stages)| stages.iter().any(|s| s == stage))
             .map(|(v, _)| v.as_str())
     }
+}
+
+/// Whether a version with these labels is an open rotation's: AWSPENDING, and not AWSCURRENT.
+pub fn opens_rotation(stages: &[String]) -> bool {
+    stages.iter().any(|s| s == AWSPENDING) && !stages.iter().any(|s| s == AWSCURRENT)
 }
 
 /// A secret's string value: may hold a key value, so never printed.

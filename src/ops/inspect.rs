@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::roles::{role_of, Role};
+use super::roles::{roles, Role};
 use super::{rules, Operator, Unreadable};
 use crate::config::RotationSettings;
 use crate::finding::{Code, Finding, Severity};
 use crate::ownership::{Survey, Tie, Values};
 use crate::ports::{
     ApiKey, FunctionReader, KeyGateway, Prober, SecretCatalog, SecretMetadata, SecretStore,
-    VersionRef, AWSCURRENT, AWSPENDING,
+    VersionRef, AWSCURRENT,
 };
 use crate::rotation::validate;
 use crate::secret::{CurrentValue, SecretValue};
@@ -58,6 +58,8 @@ pub struct Inspection {
     pub survey: Survey,
     /// The labelled versions' creation dates (seconds since the epoch).
     pub dates: BTreeMap<String, i64>,
+    /// The labelled versions' values, as the rules read them.
+    pub(crate) values: BTreeMap<String, VersionValue>,
 }
 
 impl Inspection {
@@ -66,23 +68,27 @@ impl Inspection {
     }
     /// A version other than AWSCURRENT carries AWSPENDING: a rotation is open.
     pub fn open_rotation(&self) -> Option<&str> {
-        self.meta
-            .versions
-            .iter()
-            .find(|(_, s)| s.iter().any(|l| l == AWSPENDING) && !s.iter().any(|l| l == AWSCURRENT))
-            .map(|(v, _)| v.as_str())
+        self.meta.open_rotation()
     }
     pub fn key_of(&self, role: Role) -> Option<&KeyView> {
         self.keys.iter().find(|k| k.role == role)
     }
 }
 
-/// A labelled version's value, as the rules read it.
+/// A labelled version's value, as the rules read it. `Debug` prints nothing of it: the value
+/// holds the key value and the user's own fields.
+#[derive(Clone)]
 pub(crate) struct VersionValue {
     /// The value as the rotation reads an AWSCURRENT value (`Err`: why it cannot).
     pub parsed: Result<CurrentValue, String>,
     /// The value as a full one this function wrote, when it is.
     pub written: Option<SecretValue>,
+}
+
+impl std::fmt::Debug for VersionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VersionValue(<redacted>)")
+    }
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -208,6 +214,7 @@ where
         ));
         findings.extend(rules::unreadable_versions(&meta, &survey));
 
+        let roles = roles(&survey);
         let mut keys = Vec::new();
         for (id, owned) in &survey.owned {
             let key = &owned.key;
@@ -221,7 +228,7 @@ where
                 usage_plan_ids: self.rotator.keys.plans_of_key(id).await?,
                 created: key.created,
                 tie,
-                role: role_of(&survey, id),
+                role: roles.get(id).copied().unwrap_or(Role::Orphan),
             });
         }
         keys.sort_by(|a, b| (a.role, a.created, &a.id).cmp(&(b.role, b.created, &b.id)));
@@ -231,7 +238,7 @@ where
             &values,
             &survey,
             settings.as_ref().map(|s| s.old_key_action),
-            self.open_rotation_in(&meta).is_some(),
+            meta.open_rotation().is_some(),
         ));
         if meta.deleted.is_some() {
             findings.push(Finding::warning(
@@ -263,13 +270,7 @@ where
             settings,
             survey,
             dates,
+            values,
         })
-    }
-
-    fn open_rotation_in<'m>(&self, meta: &'m SecretMetadata) -> Option<&'m str> {
-        meta.versions
-            .iter()
-            .find(|(_, s)| s.iter().any(|l| l == AWSPENDING) && !s.iter().any(|l| l == AWSCURRENT))
-            .map(|(v, _)| v.as_str())
     }
 }

@@ -1,6 +1,8 @@
 //! The part each owned key plays for the secret, read off the ownership survey: the key a
 //! labelled version's value holds, or none.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::ownership::Survey;
 use crate::ports::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
@@ -32,8 +34,18 @@ impl Role {
     }
 }
 
-/// The role of the owned key `id`.
-pub fn role_of(survey: &Survey, id: &str) -> Role {
+/// The role of each owned key, by id.
+pub fn roles(survey: &Survey) -> BTreeMap<String, Role> {
+    let orphans: BTreeSet<String> = survey.orphans().into_iter().collect();
+    survey
+        .owned
+        .keys()
+        .map(|id| (id.clone(), role_of(survey, &orphans, id)))
+        .collect()
+}
+
+/// The role of the owned key `id`; `orphans` are the survey's.
+fn role_of(survey: &Survey, orphans: &BTreeSet<String>, id: &str) -> Role {
     let holds = |stage: &str, not: Option<&str>| {
         survey
             .versions
@@ -48,7 +60,7 @@ pub fn role_of(survey: &Survey, id: &str) -> Role {
         Role::Pending
     } else if survey.held(id) {
         Role::Labelled
-    } else if survey.orphans().iter().any(|o| o == id) {
+    } else if orphans.contains(id) {
         Role::Orphan
     } else {
         Role::Duplicate

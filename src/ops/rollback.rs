@@ -9,10 +9,10 @@
 use super::inspect::{now_secs, Inspection};
 use super::{Operator, Unreadable};
 use crate::ports::{
-    FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore, VersionRef, AWSCURRENT,
-    AWSPENDING, AWSPREVIOUS,
+    FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore, AWSCURRENT, AWSPENDING,
+    AWSPREVIOUS,
 };
-use crate::secret::{CurrentValue, SecretValue};
+use crate::secret::CurrentValue;
 
 /// One step of a roll-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,16 +96,16 @@ where
                 "a rotation is open on version {open}{age}: a roll-back does not race it (its finishSecret may still retire the key rolled back to). Wait for it to finish and roll back then; if it is abandoned (check reports rotation-unfinished), run again with --force: the roll-back cancels it"
             ));
         }
-        let secrets = &self.rotator.secrets;
-        let raw = secrets
-            .get_value(&meta.arn, VersionRef::Id(previous, None))
-            .await?;
-        let previous_value = match CurrentValue::parse(raw.as_ref().map(|t| t.0.as_str())) {
+        // The versions' values as the inspection read them (a version's value never changes).
+        let parsed = |version: &str| match seen.values.get(version) {
+            Some(v) => v.parsed.clone(),
+            None => Ok(CurrentValue::empty()),
+        };
+        let previous_value = match parsed(previous) {
             Ok(v) => v,
-            Err(e) => {
+            Err(cause) => {
                 return refuse(format!(
-                    "the AWSPREVIOUS version's value cannot be read as one this function wrote ({}): rolling back to it would leave the secret unrotatable",
-                    e.cause
+                    "the AWSPREVIOUS version's value cannot be read as one this function wrote ({cause}): rolling back to it would leave the secret unrotatable"
                 ))
             }
         };
@@ -116,12 +116,7 @@ where
         // AWSCURRENT would only flip the labels back and forth.
         let rolled_back = previous_value.rotated_from == Some(Some(current.to_owned()));
         if !rolled_back {
-            let current_raw = secrets
-                .get_value(&meta.arn, VersionRef::Id(current, None))
-                .await?;
-            let from = CurrentValue::parse(current_raw.as_ref().map(|t| t.0.as_str()))
-                .ok()
-                .and_then(|v| v.rotated_from);
+            let from = parsed(current).ok().and_then(|v| v.rotated_from);
             if from != Some(Some(previous.to_owned())) {
                 return refuse(format!(
                     "the AWSCURRENT version {current} was not rotated from the AWSPREVIOUS version {previous} (a value written by hand, or by an earlier release): there is no rotation to undo; move the labels by hand if you must (docs/operations.md, Roll-back)"
@@ -156,16 +151,11 @@ where
             });
         }
         // The plans the version's value names: the key is put back on any it left.
-        let target_raw = if rolled_back {
-            secrets
-                .get_value(&meta.arn, VersionRef::Id(target, None))
-                .await?
-        } else {
-            raw
-        };
-        let plans = target_raw
-            .and_then(|r| SecretValue::parse(&r.0, "version's").ok())
-            .map(|w| w.usage_plan_ids)
+        let plans = seen
+            .values
+            .get(target)
+            .and_then(|v| v.written.as_ref())
+            .map(|w| w.usage_plan_ids.clone())
             .unwrap_or_default();
         let on = self.rotator.keys.plans_of_key(&key_id).await?;
         for plan in plans {
@@ -194,6 +184,7 @@ where
                 "the AWSPREVIOUS version {previous} was rotated from the AWSCURRENT version {current}: the secret was rolled back already and nothing of it is left to do; rolling back again would promote the version rolled back from, so rotate instead"
             ));
         }
+        let secrets = &self.rotator.secrets;
         let mut out = RollbackOutcome {
             steps,
             key_id: Some(key_id),

@@ -11,7 +11,7 @@ use super::ResolvedSettings;
 use crate::config::OldKeyAction;
 use crate::finding::{Code, Finding};
 use crate::ownership::Survey;
-use crate::ports::{SecretMetadata, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use crate::ports::{opens_rotation, SecretMetadata, AWSCURRENT, AWSPREVIOUS};
 use crate::rotation::validate;
 
 /// An open rotation: a warning while a step may still be running, an error after the
@@ -25,7 +25,7 @@ pub(crate) fn open_rotation_findings(
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (version, stages) in &meta.versions {
-        if !stages.iter().any(|s| s == AWSPENDING) || stages.iter().any(|s| s == AWSCURRENT) {
+        if !opens_rotation(stages) {
             continue;
         }
         if let Some(f) = validate::rolled_back_pending(meta, version) {

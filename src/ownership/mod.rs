@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::TIE_TAG;
 use crate::error::AwsError;
-use crate::ports::{ApiKey, KeyGateway, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use crate::ports::{opens_rotation, ApiKey, KeyGateway, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
 mod claim;
 mod survey;
@@ -231,9 +231,7 @@ pub fn held_ids(versions: &BTreeMap<String, Labelled>) -> BTreeSet<String> {
 
 /// Whether `version` is an open rotation's in `labels`.
 fn open(labels: &BTreeMap<String, Vec<String>>, version: &str) -> bool {
-    labels
-        .get(version)
-        .is_some_and(|s| s.iter().any(|l| l == AWSPENDING) && !s.iter().any(|l| l == AWSCURRENT))
+    labels.get(version).is_some_and(|s| opens_rotation(s))
 }
 
 /// The labels after finishSecret moves AWSCURRENT to `token` (AWSPREVIOUS follows it, and the
