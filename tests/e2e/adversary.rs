@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::cases::{config, rotator, tied_ids};
 use crate::ensure;
-use crate::operator::{cli, cli_with, codes, move_stage, no_key_values, Run};
+use crate::operator::{cli, cli_with, codes, move_stage, no_key_values, step_actions, Run};
 use crate::ownership::{given, invariant, plans_of, rotate_checked, set_tag, Owned, Start};
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::world::{fast_sdk, sdk_config, str_field, Snapshot, World, REGION, STEPS};
@@ -270,17 +270,7 @@ pub async fn adversary_a_staged_pending_value_naming_another_secrets_key(w: Arc<
     let token = w.open_rotation(&o.arn).await?;
     let k_name = format!("{}-{token}", o.key_name);
     let k = w.create_tied_key(&k_name, &s2).await?;
-    w.ag.update_api_key()
-        .api_key(&k)
-        .patch_operations(
-            aws_sdk_apigateway::types::PatchOperation::builder()
-                .op(aws_sdk_apigateway::types::Op::Replace)
-                .path("/enabled")
-                .value("false")
-                .build(),
-        )
-        .send()
-        .await?;
+    w.set_key_enabled(&k, false).await?;
     let outside = Outside::take(&w, &o.arn, &plans(&o)).await?;
     let k_value = w
         .key(&k)
@@ -798,12 +788,7 @@ pub async fn adversary_an_interrupted_rollback_can_be_finished(w: Arc<World>) ->
 
     let again = cli(&w, &args).await?;
     let e = &again.json["secrets"][0];
-    let actions: Vec<&str> = e["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["action"].as_str())
-        .collect();
+    let actions = step_actions(e);
     ensure!(
         again.code == 0
             && e["refused"].is_null()
@@ -885,12 +870,7 @@ pub async fn adversary_rollback_refuses_an_open_rotation_unless_forced(w: Arc<Wo
 
     let forced = cli(&w, &["--json", "rollback", &o.arn, "--apply", "--force"]).await?;
     let e = &forced.json["secrets"][0];
-    let actions: Vec<&str> = e["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["action"].as_str())
-        .collect();
+    let actions = step_actions(e);
     ensure!(
         forced.code == 0
             && e["failed"] == json!([])

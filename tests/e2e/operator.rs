@@ -128,6 +128,16 @@ pub(crate) async fn no_key_values(w: &World, runs: &[&Run]) -> R<()> {
     Ok(())
 }
 
+/// The actions of a `rollback --json` entry's steps, in order.
+pub(crate) fn step_actions(entry: &Value) -> Vec<&str> {
+    entry["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["action"].as_str())
+        .collect()
+}
+
 pub(crate) fn codes(entry: &Value) -> BTreeMap<String, String> {
     entry["findings"]
         .as_array()
@@ -892,12 +902,7 @@ pub async fn rollback_under_each_policy_then_a_rotation(w: Arc<World>) -> R<()> 
             rotate_checked(&w, &r, &mut o, policy, "after the refused roll-back").await?;
             continue;
         }
-        let actions: Vec<&str> = e["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["action"].as_str())
-            .collect();
+        let actions = step_actions(e);
         let want: Vec<&str> = match policy {
             OldKeyAction::Disable => vec!["enable-key", "move-current"],
             _ => vec!["move-current"],

@@ -408,17 +408,7 @@ async fn roll_back(w: &World, o: &Owned, clear_pending: bool) -> R<String> {
     let previous = with(AWSPREVIOUS).ok_or("no AWSPREVIOUS")?;
     let previous_key =
         str_field(&w.value(&o.arn, AWSPREVIOUS).await?, "api_key_id").ok_or("no previous key")?;
-    w.ag.update_api_key()
-        .api_key(&previous_key)
-        .patch_operations(
-            aws_sdk_apigateway::types::PatchOperation::builder()
-                .op(aws_sdk_apigateway::types::Op::Replace)
-                .path("/enabled")
-                .value("true")
-                .build(),
-        )
-        .send()
-        .await?;
+    w.set_key_enabled(&previous_key, true).await?;
     w.sm.update_secret_version_stage()
         .secret_id(&o.arn)
         .version_stage(AWSCURRENT)

@@ -572,6 +572,23 @@ impl World {
         })
     }
 
+    /// Enables or disables a key behind the function's back (UpdateApiKey).
+    pub async fn set_key_enabled(&self, id: &str, enabled: bool) -> R<()> {
+        self.ag
+            .update_api_key()
+            .api_key(id)
+            .patch_operations(
+                aws_sdk_apigateway::types::PatchOperation::builder()
+                    .op(aws_sdk_apigateway::types::Op::Replace)
+                    .path("/enabled")
+                    .value(if enabled { "true" } else { "false" })
+                    .build(),
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+
     /// Disables or detaches the pending key behind the function's back, so that setSecret must
     /// repair it (or testSecret must refuse it).
     pub async fn break_pending_key(
@@ -591,18 +608,7 @@ impl World {
         let v: Value = serde_json::from_str(pending.secret_string().unwrap_or("{}"))?;
         let id = v["api_key_id"].as_str().unwrap_or_default().to_owned();
         if disable {
-            self.ag
-                .update_api_key()
-                .api_key(&id)
-                .patch_operations(
-                    aws_sdk_apigateway::types::PatchOperation::builder()
-                        .op(aws_sdk_apigateway::types::Op::Replace)
-                        .path("/enabled")
-                        .value("false")
-                        .build(),
-                )
-                .send()
-                .await?;
+            self.set_key_enabled(&id, false).await?;
         } else {
             self.ag
                 .delete_usage_plan_key()
