@@ -71,7 +71,7 @@ fn exempt(step: Step, op: &str) -> Option<&'static str> {
             Some("needs a TestUrl on an execute-api host, which would leave loopback")
         }
         (Step::Set | Step::Test, "GetTags") => Some(
-            "read only when GetApiKey hides the pending key's tie; LocalStack shows tags given at creation, and the pending key always has its tie from creation (the model covers the hidden case)",
+            "read only when GetApiKey hides the pending key's tie; LocalStack (and the fakes) show tags given at creation, and the pending key always has its tie from creation: no test reaches this call",
         ),
         (Step::Set, "DeleteUsagePlanKey") => Some(
             "needs the pending key on a plan its value does not name before setSecret; the model's plan-move sequences cover it",
