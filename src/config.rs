@@ -160,6 +160,14 @@ impl FunctionConfig {
     pub fn from_env() -> StepResult<FunctionConfig> {
         Self::from_lookup(&|name| std::env::var(name).ok())
     }
+
+    /// Whether the function may attach a key to, or detach one from, this plan: with
+    /// ALLOWED_USAGE_PLAN_IDS set, the role's policy refuses every other plan.
+    pub fn may_touch_plan(&self, plan_id: &str) -> bool {
+        self.allowed_usage_plan_ids
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(plan_id))
+    }
 }
 
 /// A TestUrl that passed the checks that need no AWS call.

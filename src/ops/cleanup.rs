@@ -7,6 +7,7 @@
 use super::inspect::Inspection;
 use super::roles::Role;
 use super::{Operator, Unreadable};
+use crate::config::FunctionConfig;
 use crate::finding::Code;
 use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
 
@@ -139,7 +140,12 @@ where
                         match survey.tie_if_untied(&self.rotator.keys, &orphan.id).await {
                             Ok(()) => {
                                 self.rotator
-                                    .retire_previous(settings.old_key_action, &orphan.id, &survey)
+                                    .retire_previous(
+                                        settings.old_key_action,
+                                        &orphan.id,
+                                        &survey,
+                                        &seen.function,
+                                    )
                                     .await
                             }
                             Err(e) => Err(e.into()),
@@ -149,7 +155,11 @@ where
                 },
                 _ => {
                     self.rotator
-                        .delete_key(&orphan.id, "cleanup: no version of the secret needs it")
+                        .delete_key(
+                            &orphan.id,
+                            "cleanup: no version of the secret needs it",
+                            &seen.function,
+                        )
                         .await
                 }
             };
@@ -188,6 +198,10 @@ where
         if !apply || deleted.scheduled_for_deletion {
             return Ok(out);
         }
+        // The secret's rotation function is gone with it: the plans the operator may touch are
+        // the ones the flags or the environment allow (every plan when none is given).
+        let plans_from =
+            FunctionConfig::from_lookup(&|name| self.overrides.lookup(name)).unwrap_or_default();
         for orphan in &deleted.keys {
             if self
                 .rotator
@@ -204,7 +218,11 @@ where
             }
             match self
                 .rotator
-                .delete_key(&orphan.id, "cleanup: its secret no longer exists")
+                .delete_key(
+                    &orphan.id,
+                    "cleanup: its secret no longer exists",
+                    &plans_from,
+                )
                 .await
             {
                 Ok(()) => out.retired.push(orphan.id.clone()),

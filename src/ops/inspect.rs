@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::roles::{roles, Role};
 use super::{rules, Operator, Unreadable};
-use crate::config::RotationSettings;
+use crate::config::{FunctionConfig, RotationSettings};
 use crate::finding::{Code, Finding, Severity};
 use crate::ownership::{Survey, Tie, Values};
 use crate::ports::{
@@ -54,6 +54,9 @@ pub struct Inspection {
     pub function_timeout: std::time::Duration,
     /// The settings the rotation function applies to the secret, when they are valid.
     pub settings: Option<RotationSettings>,
+    /// The rotation function's configuration as resolved (the defaults when it is invalid, which
+    /// is an error finding): which plans a command may attach keys to and detach them from.
+    pub function: FunctionConfig,
     /// What the secret owns and what its versions hold.
     pub survey: Survey,
     /// The labelled versions' creation dates (seconds since the epoch).
@@ -268,6 +271,7 @@ where
             findings,
             function_timeout: resolved.timeout,
             settings,
+            function: resolved.config.clone().unwrap_or_default(),
             survey,
             dates,
             values,

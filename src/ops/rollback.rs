@@ -158,6 +158,17 @@ where
             .map(|w| w.usage_plan_ids.clone())
             .unwrap_or_default();
         let on = self.rotator.keys.plans_of_key(&key_id).await?;
+        let barred: Vec<&str> = plans
+            .iter()
+            .filter(|p| !on.contains(p) && !seen.function.may_touch_plan(p))
+            .map(String::as_str)
+            .collect();
+        if !barred.is_empty() {
+            return refuse(format!(
+                "the {target} version's key {key_id} belongs on usage plan(s) {}, which the function's ALLOWED_USAGE_PLAN_IDS does not list: the operator policy may not attach it there, and rolled back to without them its clients would be refused. List them in ALLOWED_USAGE_PLAN_IDS, or attach the key by hand first",
+                barred.join(",")
+            ));
+        }
         for plan in plans {
             if !on.contains(&plan) {
                 steps.push(RollbackStep::AttachKey {

@@ -74,7 +74,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             .key_for_token(ctx, &settings, current_key.as_ref(), &survey)
             .await?;
         let key = made.key;
-        self.place_on_plans(&key.id, &settings.usage_plan_ids, !made.fresh)
+        self.place_on_plans(&key.id, &settings.usage_plan_ids, !made.fresh, ctx.config)
             .await?;
         let value = key.value.clone().ok_or_else(|| {
             Failure::state(format!(

@@ -94,7 +94,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         }
 
         for id in &unneeded {
-            self.delete_key(id, "no version of the secret needs it any more")
+            self.delete_key(id, "no version of the secret needs it any more", ctx.config)
                 .await?;
             if survey
                 .owned
@@ -118,7 +118,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             return Ok(());
         }
         survey.tie_if_untied(&self.keys, &id).await?;
-        self.retire_previous(settings.old_key_action, &id, &survey)
+        self.retire_previous(settings.old_key_action, &id, &survey, ctx.config)
             .await
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{validate, Rotator};
-use crate::config::RotationSettings;
+use crate::config::{FunctionConfig, RotationSettings};
 use crate::error::{Failure, StepResult};
 use crate::finding::first_error;
 use crate::ports::{KeyGateway, Prober, SecretStore, UsagePlan};
@@ -54,12 +54,26 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         key_id: &str,
         plans: &[String],
         detach_others: bool,
+        config: &FunctionConfig,
     ) -> StepResult<()> {
         let on: BTreeSet<String> = if detach_others {
             self.keys.plans_of_key(key_id).await?.into_iter().collect()
         } else {
             BTreeSet::new()
         };
+        // Refused before any change: a plan the role may not detach from (outside
+        // ALLOWED_USAGE_PLAN_IDS) would fail half-way through.
+        let barred: Vec<&str> = on
+            .iter()
+            .filter(|p| !plans.contains(p) && !config.may_touch_plan(p))
+            .map(String::as_str)
+            .collect();
+        if !barred.is_empty() {
+            return Err(Failure::state(format!(
+                "key {key_id} is on usage plan(s) {}, which ALLOWED_USAGE_PLAN_IDS does not list: the function may not detach it from them, and the key must sit on exactly the plans the UsagePlan tag names; the key was left on its plans. Detach the key from those plans, or list them in ALLOWED_USAGE_PLAN_IDS",
+                barred.join(",")
+            )));
+        }
         for plan in on.iter().filter(|p| !plans.contains(p)) {
             self.keys.detach(plan, key_id).await?;
             tracing::info!(key_id, plan_id = %plan, "detached key from a usage plan its value does not name");

@@ -1,17 +1,34 @@
 //! Retiring a key: deleted (detached from every plan first), or the previous key by policy.
 
 use super::Rotator;
-use crate::config::OldKeyAction;
+use crate::config::{FunctionConfig, OldKeyAction};
 use crate::error::StepResult;
 use crate::metrics::{self, Effect, Retired};
 use crate::ownership::Survey;
 use crate::ports::{KeyGateway, Prober, SecretStore};
 
 impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
-    /// Detaches a key from every plan it is on, then deletes it. Safe to repeat. Callers pass
-    /// only keys the survey says the secret owns.
-    pub(crate) async fn delete_key(&self, key_id: &str, why: &str) -> StepResult<()> {
+    /// Detaches a key from every plan it is on that the function may touch, then deletes it.
+    /// Safe to repeat. Callers pass only keys the survey says the secret owns, tied to it.
+    ///
+    /// A plan outside ALLOWED_USAGE_PLAN_IDS is left alone (the role may not detach from it,
+    /// and a refused detach would strand the retirement after AWSCURRENT moved): DeleteApiKey
+    /// takes the key off every plan it is still on.
+    pub(crate) async fn delete_key(
+        &self,
+        key_id: &str,
+        why: &str,
+        config: &FunctionConfig,
+    ) -> StepResult<()> {
         for plan in self.keys.plans_of_key(key_id).await? {
+            if !config.may_touch_plan(&plan) {
+                tracing::info!(
+                    key_id,
+                    plan_id = %plan,
+                    "left the key on a usage plan ALLOWED_USAGE_PLAN_IDS does not list; deleting the key takes it off"
+                );
+                continue;
+            }
             self.keys.detach(&plan, key_id).await?;
             tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
         }
@@ -28,6 +45,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         action: OldKeyAction,
         id: &str,
         survey: &Survey,
+        config: &FunctionConfig,
     ) -> StepResult<()> {
         let Some(owned) = survey.owned.get(id) else {
             if !survey.foreign.contains_key(id) {
@@ -37,7 +55,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         };
         match action {
             OldKeyAction::Delete => {
-                self.delete_key(id, "the previous key (OldKeyAction=delete)")
+                self.delete_key(id, "the previous key (OldKeyAction=delete)", config)
                     .await
             }
             OldKeyAction::Disable => {

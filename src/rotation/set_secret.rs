@@ -23,7 +23,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             tracing::info!(key_id = %key.id, "enabled the pending key");
         }
         // One call lists the key's plans, however many are configured.
-        self.place_on_plans(&key.id, &pending.usage_plan_ids, true)
+        self.place_on_plans(&key.id, &pending.usage_plan_ids, true, ctx.config)
             .await
     }
 }

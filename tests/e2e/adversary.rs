@@ -140,7 +140,7 @@ async fn key_id_with(w: &World, arn: &str, stage: &str) -> R<String> {
 
 /// Runs createSecret while PutSecretValue fails past the SDK's retries: the key is made and
 /// attached, and no value names it.
-async fn create_refused_at_put(
+pub(crate) async fn create_refused_at_put(
     r: &api_key_rotator::AwsRotator,
     proxy: &Proxy,
     arn: &str,

@@ -34,6 +34,11 @@ use crate::ownership::{
     a_roll_back_then_a_rotation_keeps_the_key_clients_went_back_to,
     every_key_the_secret_held_is_retired_by_its_policy, the_model_fakes_behave_as_the_local_aws,
 };
+use crate::permissions::{
+    a_retired_key_is_detached_only_from_allow_listed_plans,
+    a_reused_key_on_a_plan_outside_the_allow_list_is_refused,
+    a_rollback_to_a_plan_outside_the_allow_list_is_refused,
+};
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::runtime::Function;
 use crate::support::world::{str_field, World, STEPS};
@@ -83,6 +88,10 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         cleanup_retires_orphans_and_nothing_else,
         rollback_under_each_policy_then_a_rotation,
         no_secret_reaches_any_output_at_trace_or_debug,
+        // What the role may touch (issue 21, items 2 and 3).
+        a_retired_key_is_detached_only_from_allow_listed_plans,
+        a_reused_key_on_a_plan_outside_the_allow_list_is_refused,
+        a_rollback_to_a_plan_outside_the_allow_list_is_refused,
         // The adversary's sequences (issue 18, items 2 to 9).
         adversary_keyname_flip_flop_under_keep_previous,
         adversary_a_staged_pending_value_naming_another_secrets_key,

@@ -13,6 +13,7 @@ mod matrix;
 mod metrics;
 mod operator;
 mod ownership;
+mod permissions;
 mod support;
 mod trace_logs;
 mod zero_downtime;
