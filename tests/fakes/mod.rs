@@ -104,6 +104,21 @@ pub enum Playing {
 }
 
 impl Account {
+    /// The role's policy allows UpdateApiKey and DeleteApiKey only on keys tied to a secret
+    /// (template.yaml, `EnableDisableDeleteOwnKeys`): the code must tie an owned key before it
+    /// disables or deletes it (issue 21 item 1). LocalStack enforces no IAM; the model does.
+    fn untied_write(&self, key_id: &str, op: &str) {
+        let keys = lock(&self.keys);
+        let Some(k) = keys.get(key_id) else { return };
+        let tied = k.key.tags.contains_key(api_key_rotator::config::TIE_TAG)
+            || k.later_tags.contains_key(api_key_rotator::config::TIE_TAG);
+        if !tied {
+            lock(&self.violations).push(format!(
+                "{op} on the untied key {key_id}: the role's policy refuses it"
+            ));
+        }
+    }
+
     pub fn new(playing: Playing) -> Arc<Account> {
         let local = playing == Playing::LocalStack;
         Arc::new(Account {
@@ -613,6 +628,7 @@ impl KeyGateway for FakeGateway {
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("UpdateApiKey")?;
+        self.0.untied_write(key_id, "UpdateApiKey");
         self.0.set_enabled_raw(key_id, enabled);
         Account::leave("UpdateApiKey", lost, ())
     }
@@ -620,6 +636,7 @@ impl KeyGateway for FakeGateway {
     async fn delete_key(&self, key_id: &str) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("DeleteApiKey")?;
+        self.0.untied_write(key_id, "DeleteApiKey");
         if !self.0.plans_of(key_id).is_empty() {
             lock(&self.0.violations).push(format!("key {key_id} deleted while attached"));
         }
