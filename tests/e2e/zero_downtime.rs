@@ -40,6 +40,34 @@ struct Seen {
     windows: Vec<Duration>,
     /// GetSecretValue/DescribeSecret calls the cache could not answer.
     cache_errors: usize,
+    /// The distinct keys the client called with: one per rotation, plus the first, when it
+    /// read the secret at all (a client that never reads it sees one key, or none).
+    keys: std::collections::BTreeSet<String>,
+    /// Refreshes forced by a 403 (`OnRefusal::RefreshOnce`).
+    refreshes: usize,
+}
+
+impl Seen {
+    /// What every row demands before its own claim means anything: the client called the
+    /// gateway throughout, every cache read succeeded, and it picked up every key.
+    fn check_client(&self, policy: &str, rotations: usize) -> R<()> {
+        ensure!(
+            self.requests >= 100,
+            "{policy}: too few requests ({})",
+            self.requests
+        );
+        ensure!(
+            self.cache_errors == 0,
+            "{policy}: the cache failed {} times",
+            self.cache_errors
+        );
+        ensure!(
+            self.keys.len() == rotations + 1,
+            "{policy}: the client called with {} distinct keys over {rotations} rotations; it must have read each new one",
+            self.keys.len()
+        );
+        Ok(())
+    }
 }
 
 /// A user's application: the caching client with `ttl`, calling the gateway every 20 ms with
@@ -109,10 +137,15 @@ fn start_client(
                     }
                 };
                 crate::support::world::remember(&key);
+                seen.keys.insert(key.clone());
                 let mut status = call(key).await;
                 if status == 403 && on_refusal == OnRefusal::RefreshOnce {
+                    seen.refreshes += 1;
                     match key_of(true).await {
-                        Ok(fresh) => status = call(fresh).await,
+                        Ok(fresh) => {
+                            seen.keys.insert(fresh.clone());
+                            status = call(fresh).await
+                        }
                         Err(_) => seen.cache_errors += 1,
                     }
                 }
@@ -209,13 +242,15 @@ async fn play(w: &Arc<World>, data: &Propagation, sc: &Scenario) -> R<(Seen, Dur
 fn report(label: &str, sc: &Scenario, seen: &Seen, interval: Duration) {
     let longest = seen.windows.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "  {label}: {} of {} requests refused over {} rotations (TTL {} ms, rotation every {} ms, {:?}); longest refusal window {} ms; windows {:?} ms",
+        "  {label}: {} of {} requests refused over {} rotations (TTL {} ms, rotation every {} ms, {:?}); {} keys used, {} refreshes forced; longest refusal window {} ms; windows {:?} ms",
         seen.refused,
         seen.requests,
         sc.rotations,
         sc.ttl.as_millis(),
         interval.as_millis(),
         sc.on_refusal,
+        seen.keys.len(),
+        seen.refreshes,
         longest.as_millis(),
         seen.windows.iter().map(Duration::as_millis).collect::<Vec<_>>()
     );
@@ -244,12 +279,7 @@ pub async fn cached_clients_with_the_aws_caching_client(w: Arc<World>) -> R<()> 
         interval > kp.ttl,
         "the rotation interval ({interval:?}) must exceed the TTL for this case"
     );
-    ensure!(seen.requests >= 100, "too few requests: {}", seen.requests);
-    ensure!(
-        seen.cache_errors == 0,
-        "the cache failed {} times",
-        seen.cache_errors
-    );
+    seen.check_client("keep-previous", kp.rotations)?;
     ensure!(
         seen.refused == 0,
         "keep-previous: {} requests refused",
@@ -264,8 +294,8 @@ pub async fn cached_clients_with_the_aws_caching_client(w: Arc<World>) -> R<()> 
         let sc = scenario(policy, OnRefusal::Wait);
         let (seen, interval) = play(&w, &data, &sc).await?;
         report(policy, &sc, &seen, interval);
+        seen.check_client(policy, sc.rotations)?;
         ensure!(seen.refused > 0, "{policy}: the old key was never refused");
-        ensure!(seen.cache_errors == 0, "{policy}: the cache failed");
         // One window per rotation at most, none longer than a TTL plus a request's time.
         ensure!(
             seen.windows.len() <= sc.rotations,
@@ -287,6 +317,12 @@ pub async fn cached_clients_with_the_aws_caching_client(w: Arc<World>) -> R<()> 
             &sc,
             &seen,
             interval,
+        );
+        seen.check_client(policy, sc.rotations)?;
+        // The refresh must have happened: each rotation's first 403 forces one.
+        ensure!(
+            seen.refreshes >= 1,
+            "{policy}, refresh once: no 403 ever forced a refresh, so the row proves nothing"
         );
         ensure!(
             seen.refused <= sc.rotations,
@@ -310,6 +346,12 @@ pub async fn cached_clients_with_the_aws_caching_client(w: Arc<World>) -> R<()> 
         &twice,
         &seen,
         interval,
+    );
+    ensure!(
+        seen.requests >= 100 && seen.cache_errors == 0,
+        "two rotations in one TTL: {} requests, {} cache errors",
+        seen.requests,
+        seen.cache_errors
     );
     ensure!(
         interval * 2 < twice.ttl,
