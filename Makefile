@@ -63,6 +63,7 @@ lint: tools
 	cargo clippy --all-targets --locked -- -D warnings
 	$(TOOLS)/bin/cfn-lint template.yaml
 	$(TOOLS)/bin/python tests/template_policy.py template.yaml
+	$(TOOLS)/bin/python tests/docs_truth.py
 
 unit:
 	cargo test --locked --lib --bins --test adapters --test properties --test model
