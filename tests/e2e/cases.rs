@@ -1234,6 +1234,10 @@ async fn a_failed_probe_promotes_nothing_and_the_next_rotation_retires_its_key(
 
 /// A manual invoke racing a scheduled rotation: every step delivered twice at the same time,
 /// then the rotation re-run until it completes. Exactly one key remains for the token.
+///
+/// The race is real, not hoped for: the proxy holds each CreateApiKey until both deliveries'
+/// calls are in it, so the two createSecret runs each create a key for the token at once (the
+/// case checks that two were in flight together), and both go on to store a pending value.
 async fn the_same_rotation_delivered_twice_at_once(w: Arc<World>) -> R<()> {
     for _ in 0..3 {
         let s = setup(&w, Some("{}"), &[]).await?;
@@ -1241,10 +1245,18 @@ async fn the_same_rotation_delivered_twice_at_once(w: Arc<World>) -> R<()> {
         w.rotate(&r, &s.secret, 1).await?;
         let old =
             str_field(&w.value(&s.secret, "AWSCURRENT").await?, "api_key_id").unwrap_or_default();
+        let proxy = Proxy::start(&w.endpoint).await?;
+        let raced = w.rotator(&proxy.endpoint, config()).await?;
+        proxy.gate("CreateApiKey", 2, Duration::from_secs(5));
         let token = w.open_rotation(&s.secret).await?;
         let (a, b) = tokio::join!(
-            World::run_steps(&r, &s.secret, &token),
-            World::run_steps(&r, &s.secret, &token)
+            World::run_steps(&raced, &s.secret, &token),
+            World::run_steps(&raced, &s.secret, &token)
+        );
+        ensure!(
+            proxy.peak("CreateApiKey") >= 2,
+            "the two deliveries' CreateApiKey calls never overlapped (at most {} at once)",
+            proxy.peak("CreateApiKey")
         );
         if a.is_err() || b.is_err() {
             World::drive(&r, &s.secret, &token, 3, || {}).await?;

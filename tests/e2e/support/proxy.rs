@@ -50,6 +50,40 @@ struct State {
     injected: BTreeMap<String, u32>,
     limits: Option<Limits>,
     throttled: u32,
+    /// Requests of each operation being handled now, and the most at once.
+    in_flight: BTreeMap<String, u32>,
+    peak: BTreeMap<String, u32>,
+    /// Calls of an operation held until this many have arrived (or a timeout passed).
+    gate: Option<(String, Arc<tokio::sync::Barrier>, std::time::Duration)>,
+}
+
+/// Counts a request in flight for as long as it is handled, however it ends.
+struct InFlight {
+    state: Arc<Mutex<State>>,
+    op: String,
+}
+
+impl InFlight {
+    fn start(state: &Arc<Mutex<State>>, op: &str) -> InFlight {
+        let mut s = lock(state);
+        let n = s.in_flight.entry(op.to_owned()).or_default();
+        *n += 1;
+        let now = *n;
+        let peak = s.peak.entry(op.to_owned()).or_default();
+        *peak = (*peak).max(now);
+        InFlight {
+            state: state.clone(),
+            op: op.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.state).in_flight.get_mut(&self.op) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -274,6 +308,40 @@ impl Proxy {
         let mut s = lock(&self.state);
         s.calls.clear();
         s.injected.clear();
+        s.peak.clear();
+    }
+
+    /// Holds every call of `operation` until `parties` of them are in the proxy at once (each
+    /// waits at most `timeout`), so that they reach the emulator together.
+    #[allow(dead_code)] // not every test binary that includes the proxy uses it
+    pub fn gate(&self, operation: &str, parties: usize, timeout: std::time::Duration) {
+        lock(&self.state).gate = Some((
+            operation.to_owned(),
+            Arc::new(tokio::sync::Barrier::new(parties)),
+            timeout,
+        ));
+    }
+
+    /// The most calls of `operation` that were in the proxy at the same time.
+    #[allow(dead_code)] // not every test binary that includes the proxy uses it
+    pub fn peak(&self, operation: &str) -> u32 {
+        lock(&self.state).peak.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Waits until no request is in the proxy (a held or delayed one has landed), at most
+    /// `timeout`; false if one still is.
+    #[allow(dead_code)] // not every test binary that includes the proxy uses it
+    pub async fn idle(&self, timeout: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if lock(&self.state).in_flight.values().all(|n| *n == 0) {
+                return true;
+            }
+            if std::time::Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -324,6 +392,14 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let op = operation_of(&method, &path_q, target.as_deref());
+    let _in_flight = InFlight::start(&state, &op);
+    let gate = lock(&state)
+        .gate
+        .clone()
+        .filter(|(gated, _, _)| *gated == op);
+    if let Some((_, barrier, timeout)) = gate {
+        let _ = tokio::time::timeout(timeout, barrier.wait()).await;
+    }
     let fault = {
         let mut s = lock(&state);
         *s.calls.entry(op.clone()).or_default() += 1;
