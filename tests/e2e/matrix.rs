@@ -13,7 +13,7 @@ use api_key_rotator::rotation::STEP_CALLS;
 use api_key_rotator::AwsRotator;
 use serde_json::json;
 
-use crate::cases::{assert_rotated, config, Setup};
+use crate::cases::{assert_rotated, config, tied_ids, Setup};
 use crate::ensure;
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::world::{fast_sdk, str_field, World, STEPS};
@@ -142,10 +142,12 @@ fn scenario(step: Step, op: &str) -> Scenario {
 
 /// finishSecret's retirement calls, faulted again from a migrated key's second rotation under
 /// the two policies that keep the previous key: the migrated key must still be deleted.
-const MIGRATED_FINISH_ROWS: [&str; 8] = [
+/// (GetApiKey is not among them: finishSecret makes it only when the listing of every key lags,
+/// which LocalStack's never does; with per-cell fault counts, its 12 cells were found never to
+/// reach the call.)
+const MIGRATED_FINISH_ROWS: [&str; 7] = [
     "GetSecretValue",
     "GetApiKeys",
-    "GetApiKey",
     "GetTags",
     "GetUsagePlans",
     "DeleteUsagePlanKey",
@@ -283,7 +285,9 @@ async fn cell(
     column: Column,
     sc: Scenario,
 ) -> R<usize> {
+    // Each cell proves its own fault: rules and counts start empty (one proxy serves the run).
     proxy.clear();
+    proxy.reset_counts();
     proxy.set_phase(None);
     let key_name = w.unique("matrix");
     let tags = [
@@ -373,10 +377,16 @@ async fn cell(
         failed_tries += 1;
     }
     proxy.set_phase(None);
+    // A held request (AttemptTimeoutOnce) lands after its client gave up: wait it out, so that a
+    // key it creates late is counted below.
+    ensure!(
+        proxy.idle(HELD * 2).await,
+        "a request held by the proxy never landed"
+    );
     ensure!(converged, "did not converge in 6 tries");
     ensure!(
         proxy.injected(op) > 0,
-        "the call was never made, so the fault was never injected"
+        "the call was never made in {step}, so the fault was never injected"
     );
     if column == Column::ThrottledAbsorbed {
         ensure!(
@@ -412,12 +422,14 @@ async fn cell(
             BTreeSet::from([new.clone()])
         }
     };
-    // Every key this secret's rotations made, tied or not, by name.
-    let made: BTreeSet<String> = w
+    // Every key this secret's rotations made: by its tie (whatever its name), and by name (a key
+    // whose tie a lost answer left unwritten, though CreateApiKey writes it with the key).
+    let mut made: BTreeSet<String> = w
         .keys_with_prefix(&format!("{key_name}-"))
         .await?
         .iter()
         .filter_map(|k| k.id().map(str::to_owned))
         .collect();
+    made.extend(tied_ids(w, &secret).await?);
     Ok(made.difference(&expected).count())
 }
