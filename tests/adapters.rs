@@ -329,6 +329,34 @@ async fn a_rate_limit_limit_exceeded_waits_out_its_retry_after_header() {
 }
 
 #[tokio::test]
+async fn a_retry_after_on_a_call_whose_model_lacks_limit_exceeded_is_read_from_the_header() {
+    // DeleteApiKey's model has no LimitExceededException: the SDK hands it over unmodelled,
+    // with its code but no retryAfterSeconds, and the hint is read from the raw header.
+    let rule = mock!(aws_sdk_apigateway::Client::delete_api_key)
+        .sequence()
+        .http_response(|| limit_exceeded_response("Limit Exceeded", Some("1")))
+        .output(|| DeleteApiKeyOutput::builder().build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let got = invocation.scope(gateway(client).delete_key("k1")).await;
+    assert_eq!(got, Ok(()));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}, before the hint",
+        started.elapsed()
+    );
+    assert_eq!(rule.num_calls(), 2);
+    assert_eq!(invocation.throttled_calls(), 1);
+}
+
+#[tokio::test]
 async fn a_retry_after_past_the_deadline_fails_at_once_saying_so() {
     let rule = mock!(aws_sdk_apigateway::Client::create_api_key)
         .sequence()
