@@ -26,10 +26,11 @@
 //! a quota, such as 10,000 API keys a region, which waiting does not lift. [`Refusal::of_limit`]
 //! tells them apart:
 //! - a `Retry-After` hint makes it the rate limit, whatever the message says: a quota has no
-//!   time after which to retry. It is waited out like throttling, each wait at least the hint
-//!   (plus up to one initial backoff of jitter, so that functions given the same hint do not
-//!   return together). A hint longer than the time left before the deadline fails the call at
-//!   once, with an error that says so: waiting part of it would only be refused again.
+//!   time after which to retry. It is waited out like throttling, each wait the hint plus the
+//!   usual jittered backoff (so functions given the same hint do not return together, and a
+//!   hint of 0 repeated still backs off), cut to the time left. A hint longer than the time left
+//!   before the deadline fails the call at once, with an error that says so: waiting part of it
+//!   would only be refused again.
 //! - without a hint, a message that names a rate ("rate limit", "throttl", ...) makes it the rate
 //!   limit, with the usual backoff; one that names a quota ("quota", "maximum", "limit of", ...)
 //!   makes it a quota, which fails at once, the error saying it was read as a quota.
@@ -431,11 +432,9 @@ impl CallPolicy {
                         ),
                     ));
                 }
-                // At least the hint, spread by up to one initial backoff so that functions told
-                // the same do not all come back at once.
-                Some(hint) => hint
-                    .saturating_add(self.initial_backoff.mul_f64(fastrand::f64()))
-                    .min(room),
+                // The hint, then the usual backoff on top: functions told the same do not all
+                // come back at once, and a hint of 0 repeated still backs off exponentially.
+                Some(hint) => hint.saturating_add(self.backoff(refusals)).min(room),
                 None => self.backoff(refusals),
             };
             if wait > room {
