@@ -1,13 +1,15 @@
 //! The SDK adapters, tested with aws-smithy-mocks: the real adapter code and the SDK's own retry
 //! logic run, with no network. Each test checks how a service answer maps to a domain result,
-//! and how the call policy (`aws::throttle`) retries: throttling until the deadline, quota
-//! refusals never, everything else through the SDK's ordinary retries.
+//! and how the call policy (`aws::throttle`) retries: throttling and API Gateway's rate-limit
+//! `LimitExceededException` until the deadline (its `Retry-After` honoured), quota refusals
+//! never, everything else through the SDK's ordinary retries.
 
 use std::time::Duration;
 
 use api_key_rotator::aws::{AwsKeyGateway, AwsSecretStore, SdkSettings};
 use api_key_rotator::deadline::Invocation;
 use api_key_rotator::ports::NewKey;
+use api_key_rotator::ports::SecretText;
 use api_key_rotator::ports::{KeyGateway, SecretStore, VersionRef};
 use aws_sdk_apigateway::operation::create_api_key::{CreateApiKeyError, CreateApiKeyOutput};
 use aws_sdk_apigateway::operation::create_usage_plan_key::{
@@ -23,8 +25,13 @@ use aws_sdk_apigateway::types::{ApiKey, ApiStage};
 use aws_sdk_secretsmanager::operation::get_secret_value::{
     GetSecretValueError, GetSecretValueOutput,
 };
+use aws_sdk_secretsmanager::operation::put_secret_value::{
+    PutSecretValueError, PutSecretValueOutput,
+};
 use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::body::SdkBody;
 
 /// The error metadata a real response carries (the code drives the SDK's retry classifier).
 fn meta(code: &str) -> aws_smithy_types::error::ErrorMetadata {
@@ -216,20 +223,53 @@ async fn server_errors_fail_after_the_sdks_ordinary_retries() {
     assert_eq!(invocation.throttled_calls(), 0);
 }
 
-#[tokio::test]
-async fn a_quota_refusal_is_not_throttling_and_fails_at_once() {
-    // API Gateway answers LimitExceededException at its 10,000 keys a region; the SDK's own
-    // list counts that code as throttling.
-    let rule = mock!(aws_sdk_apigateway::Client::create_api_key)
-        .sequence()
-        .error(|| {
-            CreateApiKeyError::LimitExceededException(
-                LimitExceededException::builder()
-                    .meta(meta("LimitExceededException"))
-                    .message("API key limit exceeded")
+fn new_key() -> NewKey {
+    NewKey {
+        name: "partner-tok".into(),
+        description: None,
+        customer_id: None,
+        tags: Default::default(),
+    }
+}
+
+fn limit_exceeded(message: &str) -> CreateApiKeyError {
+    CreateApiKeyError::LimitExceededException(
+        LimitExceededException::builder()
+            .meta(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("LimitExceededException")
+                    .message(message)
                     .build(),
             )
-        })
+            .message(message)
+            .build(),
+    )
+}
+
+/// API Gateway's answer on the wire: 429, the error type header, the message, and
+/// `Retry-After` when given. The SDK's own deserializer reads it (into `retryAfterSeconds`).
+fn limit_exceeded_response(message: &str, retry_after: Option<&str>) -> HttpResponse {
+    let mut resp = HttpResponse::new(
+        hyper::StatusCode::TOO_MANY_REQUESTS.into(),
+        SdkBody::from(serde_json::json!({ "message": message }).to_string()),
+    );
+    resp.headers_mut()
+        .insert("x-amzn-errortype", "LimitExceededException");
+    resp.headers_mut()
+        .insert("content-type", "application/json");
+    if let Some(hint) = retry_after {
+        resp.headers_mut().insert("Retry-After", hint.to_owned());
+    }
+    resp
+}
+
+#[tokio::test]
+async fn a_quota_limit_exceeded_fails_at_once_and_says_it_is_a_quota() {
+    // API Gateway answers LimitExceededException at its 10,000 keys a region; the SDK's own
+    // list counts that code as throttling. No Retry-After, a message that names a quota.
+    let rule = mock!(aws_sdk_apigateway::Client::create_api_key)
+        .sequence()
+        .error(|| limit_exceeded("API key quota exceeded for this account"))
         .times(5)
         .output(|| CreateApiKeyOutput::builder().id("k1").build())
         .build();
@@ -239,21 +279,191 @@ async fn a_quota_refusal_is_not_throttling_and_fails_at_once() {
         [&rule],
         fast_retries
     );
-    let key = NewKey {
-        name: "partner-tok".into(),
-        description: None,
-        customer_id: None,
-        tags: Default::default(),
-    };
     let invocation = Invocation::with_budget(Duration::from_secs(30));
     let err = invocation
-        .scope(gateway(client).create_key(&key))
+        .scope(gateway(client).create_key(&new_key()))
         .await
         .err();
     assert_eq!(
-        err.and_then(|e| e.code),
+        err.as_ref().and_then(|e| e.code.clone()),
         Some("LimitExceededException".to_owned())
     );
+    let message = err.map(|e| e.message).unwrap_or_default();
+    assert!(
+        message.contains("API key quota exceeded") && message.contains("read as a quota"),
+        "{message}"
+    );
+    assert_eq!(rule.num_calls(), 1);
+    assert_eq!(invocation.throttled_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_rate_limit_limit_exceeded_waits_out_its_retry_after_header() {
+    // The wire answer, so the SDK's deserializer carries Retry-After into retryAfterSeconds. The
+    // message names a quota, and the hint wins: a quota has no time after which to retry.
+    let rule = mock!(aws_sdk_apigateway::Client::create_api_key)
+        .sequence()
+        .http_response(|| limit_exceeded_response("API key quota exceeded", Some("1")))
+        .output(|| CreateApiKeyOutput::builder().id("k1").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let got = invocation
+        .scope(gateway(client).create_key(&new_key()))
+        .await
+        .map(|k| k.id);
+    assert_eq!(got, Ok("k1".to_owned()));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}, before the hint",
+        started.elapsed()
+    );
+    assert_eq!(rule.num_calls(), 2);
+    assert_eq!(invocation.throttled_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_on_a_call_whose_model_lacks_limit_exceeded_is_read_from_the_header() {
+    // DeleteApiKey's model has no LimitExceededException: the SDK hands it over unmodelled,
+    // with its code but no retryAfterSeconds, and the hint is read from the raw header.
+    let rule = mock!(aws_sdk_apigateway::Client::delete_api_key)
+        .sequence()
+        .http_response(|| limit_exceeded_response("Limit Exceeded", Some("1")))
+        .output(|| DeleteApiKeyOutput::builder().build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let got = invocation.scope(gateway(client).delete_key("k1")).await;
+    assert_eq!(got, Ok(()));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}, before the hint",
+        started.elapsed()
+    );
+    assert_eq!(rule.num_calls(), 2);
+    assert_eq!(invocation.throttled_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_past_the_deadline_fails_at_once_saying_so() {
+    let rule = mock!(aws_sdk_apigateway::Client::create_api_key)
+        .sequence()
+        .http_response(|| limit_exceeded_response("Rate exceeded", Some("120")))
+        .output(|| CreateApiKeyOutput::builder().id("k1").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&rule],
+        fast_retries
+    );
+    let invocation = Invocation::with_budget(Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let err = invocation
+        .scope(gateway(client).create_key(&new_key()))
+        .await
+        .err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        err.as_ref().and_then(|e| e.code.clone()),
+        Some("LimitExceededException".to_owned())
+    );
+    let message = err.map(|e| e.message).unwrap_or_default();
+    assert!(
+        message.contains("retry after 120.0 s")
+            && message.contains("before the invocation's deadline"),
+        "{message}"
+    );
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_ambiguous_limit_exceeded_is_waited_out_and_named_a_possible_quota_at_the_deadline() {
+    // No Retry-After, a message naming neither a rate nor a quota: read as the rate limit.
+    let lifts = mock!(aws_sdk_apigateway::Client::create_api_key)
+        .sequence()
+        .error(|| limit_exceeded("Limit Exceeded"))
+        .times(4)
+        .output(|| CreateApiKeyOutput::builder().id("k1").build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::Sequential,
+        [&lifts],
+        fast_retries
+    );
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let got = invocation
+        .scope(gateway(client).create_key(&new_key()))
+        .await
+        .map(|k| k.id);
+    assert_eq!(got, Ok("k1".to_owned()));
+    assert_eq!(lifts.num_calls(), 5);
+    assert_eq!(invocation.throttled_calls(), 1);
+
+    let stays = mock!(aws_sdk_apigateway::Client::create_api_key)
+        .then_error(|| limit_exceeded("Limit Exceeded"));
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::MatchAny,
+        [&stays],
+        fast_retries
+    );
+    let invocation = Invocation::with_budget(Duration::from_millis(300));
+    let err = invocation
+        .scope(gateway(client).create_key(&new_key()))
+        .await
+        .err();
+    let message = err.map(|e| e.message).unwrap_or_default();
+    assert!(
+        message.contains("no time left before the invocation's deadline")
+            && message.contains("may be a quota"),
+        "{message}"
+    );
+    assert!(stays.num_calls() > 3, "only {} calls", stays.num_calls());
+}
+
+#[tokio::test]
+async fn secrets_managers_limit_exceeded_is_always_a_quota() {
+    // Its model defines it as a quota, with no hint: even a message naming a rate fails at once.
+    let rule = mock!(aws_sdk_secretsmanager::Client::put_secret_value)
+        .sequence()
+        .error(|| {
+            PutSecretValueError::LimitExceededException(
+                aws_sdk_secretsmanager::types::error::LimitExceededException::builder()
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("LimitExceededException")
+                            .message("Rate exceeded")
+                            .build(),
+                    )
+                    .build(),
+            )
+        })
+        .times(3)
+        .output(|| PutSecretValueOutput::builder().build())
+        .build();
+    let client = mock_client!(aws_sdk_secretsmanager, RuleMode::Sequential, [&rule]);
+    let store = AwsSecretStore::from_client(client);
+    let invocation = Invocation::with_budget(Duration::from_secs(30));
+    let err = invocation
+        .scope(store.put_pending("s", "tok", &SecretText("{}".to_owned()), None))
+        .await
+        .err();
+    let message = err.map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("read as a quota"), "{message}");
     assert_eq!(rule.num_calls(), 1);
     assert_eq!(invocation.throttled_calls(), 0);
 }

@@ -21,7 +21,8 @@ pub mod throttle;
 pub use gateway::AwsKeyGateway;
 pub use lambda::AwsFunctionReader;
 pub use secrets::AwsSecretStore;
-pub use throttle::{CallPolicy, Refusal};
+use throttle::GaveUp;
+pub use throttle::{CallPolicy, Evidence, Refusal};
 
 /// The adapters' retry and timeout settings.
 ///
@@ -71,7 +72,9 @@ impl SdkSettings {
     /// Overrides, all optional: `ROTATOR_RETRY_MODE` (`adaptive` or `standard`),
     /// `ROTATOR_MAX_ATTEMPTS`, and in milliseconds
     /// `ROTATOR_INITIAL_BACKOFF_MS`, `ROTATOR_MAX_BACKOFF_MS`, `ROTATOR_CONNECT_TIMEOUT_MS`,
-    /// `ROTATOR_ATTEMPT_TIMEOUT_MS`, `ROTATOR_OPERATION_TIMEOUT_MS`.
+    /// `ROTATOR_ATTEMPT_TIMEOUT_MS`, `ROTATOR_OPERATION_TIMEOUT_MS`. The two backoffs must lie in
+    /// `BACKOFF_MS`, the first no longer than the second: anything else is a configuration error,
+    /// raised here, before any client is built or any call made.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> StepResult<SdkSettings> {
         let d = SdkSettings::default();
         let max_attempts = match lookup("ROTATOR_MAX_ATTEMPTS") {
@@ -95,11 +98,31 @@ impl SdkSettings {
                 ))
             }
         };
+        let initial_backoff =
+            backoff_millis(lookup, "ROTATOR_INITIAL_BACKOFF_MS", d.initial_backoff)?;
+        let max_backoff = backoff_millis(lookup, "ROTATOR_MAX_BACKOFF_MS", d.max_backoff)?;
+        if initial_backoff > max_backoff {
+            let default = |name| {
+                if is_set(lookup, name) {
+                    ""
+                } else {
+                    ", the default"
+                }
+            };
+            return Err(Failure::config(format!(
+                "ROTATOR_INITIAL_BACKOFF_MS ({} ms{}) is more than ROTATOR_MAX_BACKOFF_MS ({} ms{}): \
+                 the first throttling wait cannot be longer than the longest",
+                initial_backoff.as_millis(),
+                default("ROTATOR_INITIAL_BACKOFF_MS"),
+                max_backoff.as_millis(),
+                default("ROTATOR_MAX_BACKOFF_MS"),
+            )));
+        }
         Ok(SdkSettings {
             adaptive,
             max_attempts,
-            initial_backoff: env_millis(lookup, "ROTATOR_INITIAL_BACKOFF_MS", d.initial_backoff)?,
-            max_backoff: env_millis(lookup, "ROTATOR_MAX_BACKOFF_MS", d.max_backoff)?,
+            initial_backoff,
+            max_backoff,
             connect_timeout: env_millis(lookup, "ROTATOR_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
             attempt_timeout: env_millis(lookup, "ROTATOR_ATTEMPT_TIMEOUT_MS", d.attempt_timeout)?,
             operation_timeout: env_millis(
@@ -141,6 +164,33 @@ impl SdkSettings {
     }
 }
 
+/// The throttling backoffs' valid range, in milliseconds. 0 would send throttled calls back to
+/// back until the deadline; a wait of more than a minute outlasts any rate limit it waits for
+/// (API Gateway's are per second) and most of an invocation (the template's timeout is 300 s).
+pub const BACKOFF_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+
+fn is_set(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> bool {
+    lookup(name).is_some_and(|v| !v.trim().is_empty())
+}
+
+/// A backoff variable, in milliseconds within `BACKOFF_MS`, or `default` when unset.
+fn backoff_millis(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: Duration,
+) -> StepResult<Duration> {
+    let value = env_millis(lookup, name, default)?;
+    let ms = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
+    if !BACKOFF_MS.contains(&ms) {
+        return Err(Failure::config(format!(
+            "{name} must be from {} to {} milliseconds, not {ms}",
+            BACKOFF_MS.start(),
+            BACKOFF_MS.end()
+        )));
+    }
+    Ok(value)
+}
+
 /// Loads the shared SDK configuration once: region, credentials and `AWS_ENDPOINT_URL` come
 /// from the usual `AWS_*` variables.
 pub async fn load_sdk_config(settings: &SdkSettings) -> SdkConfig {
@@ -178,11 +228,28 @@ pub(crate) fn aws_error<E>(operation: &'static str, err: &SdkError<E, HttpRespon
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    // The call policy's own account of a call it gave up on (throttle.rs).
+    if let Some(gave_up) = std::error::Error::source(err).and_then(|e| e.downcast_ref::<GaveUp>()) {
+        return AwsError {
+            operation,
+            code: gave_up.code.clone(),
+            message: gave_up.message.clone(),
+            request_id: gave_up.request_id.clone(),
+        };
+    }
     let (code, message) = match err {
-        SdkError::ServiceError(_) => (
-            err.code().map(str::to_owned),
-            err.message().unwrap_or_default().to_owned(),
-        ),
+        SdkError::ServiceError(_) => {
+            let message = err.message().unwrap_or_default();
+            let message = if Refusal::of_error(err) == Refusal::Quota {
+                format!(
+                    "{message} (read as a quota, not a rate limit: not retried, as waiting does not \
+                     lift a quota)"
+                )
+            } else {
+                message.to_owned()
+            };
+            (err.code().map(str::to_owned), message)
+        }
         _ => (None, DisplayErrorContext(err).to_string()),
     };
     AwsError {
@@ -190,5 +257,100 @@ where
         code,
         message,
         request_id: err.request_id().map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn settings(vars: &[(&str, &str)]) -> StepResult<SdkSettings> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        SdkSettings::from_lookup(&|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn backoffs_that_make_sense_are_taken() {
+        assert_eq!(settings(&[]), Ok(SdkSettings::default()));
+        let s = settings(&[
+            ("ROTATOR_INITIAL_BACKOFF_MS", "2"),
+            ("ROTATOR_MAX_BACKOFF_MS", "10"),
+        ]);
+        assert_eq!(
+            s.map(|s| (s.initial_backoff, s.max_backoff)),
+            Ok((Duration::from_millis(2), Duration::from_millis(10)))
+        );
+        // The bounds themselves, and equal backoffs.
+        for (initial, max) in [("1", "1"), ("60000", "60000"), ("1", "60000")] {
+            assert!(
+                settings(&[
+                    ("ROTATOR_INITIAL_BACKOFF_MS", initial),
+                    ("ROTATOR_MAX_BACKOFF_MS", max)
+                ])
+                .is_ok(),
+                "{initial}, {max}"
+            );
+        }
+        // Empty is unset: the default.
+        assert_eq!(
+            settings(&[("ROTATOR_MAX_BACKOFF_MS", " ")]).map(|s| s.max_backoff),
+            Ok(SdkSettings::default().max_backoff)
+        );
+    }
+
+    #[test]
+    fn backoffs_that_make_no_sense_are_a_configuration_error_naming_the_variable() {
+        for (vars, needle) in [
+            (
+                &[("ROTATOR_INITIAL_BACKOFF_MS", "0")][..],
+                "ROTATOR_INITIAL_BACKOFF_MS must be from 1 to 60000",
+            ),
+            (
+                &[("ROTATOR_MAX_BACKOFF_MS", "0")][..],
+                "ROTATOR_MAX_BACKOFF_MS must be from 1 to 60000",
+            ),
+            (
+                &[("ROTATOR_MAX_BACKOFF_MS", "60001")][..],
+                "ROTATOR_MAX_BACKOFF_MS must be from 1 to 60000",
+            ),
+            (
+                &[("ROTATOR_INITIAL_BACKOFF_MS", "18446744073709551615")][..],
+                "ROTATOR_INITIAL_BACKOFF_MS must be from 1 to 60000",
+            ),
+            (
+                &[
+                    ("ROTATOR_INITIAL_BACKOFF_MS", "2000"),
+                    ("ROTATOR_MAX_BACKOFF_MS", "1000"),
+                ][..],
+                "ROTATOR_INITIAL_BACKOFF_MS (2000 ms) is more than ROTATOR_MAX_BACKOFF_MS (1000 ms)",
+            ),
+            // Against the other's default (5000 ms), which the message says.
+            (
+                &[("ROTATOR_INITIAL_BACKOFF_MS", "6000")][..],
+                "(5000 ms, the default)",
+            ),
+            (
+                &[("ROTATOR_MAX_BACKOFF_MS", "500")][..],
+                "ROTATOR_INITIAL_BACKOFF_MS (1000 ms, the default) is more than ROTATOR_MAX_BACKOFF_MS (500 ms)",
+            ),
+            (
+                &[("ROTATOR_INITIAL_BACKOFF_MS", "-1")][..],
+                "whole number of milliseconds",
+            ),
+        ] {
+            let failure = settings(vars).err();
+            assert!(
+                failure.as_ref().is_some_and(|f| f.kind
+                    == ErrorKind::InvalidConfiguration
+                    && f.cause.contains(needle)),
+                "{vars:?}: {failure:?}"
+            );
+        }
     }
 }

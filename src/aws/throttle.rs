@@ -13,26 +13,55 @@
 //!   runs in its own Lambda environment, so it coordinates nothing across a fleet.
 //!
 //! So each call carries, through `customize().config_override(..)`, a retry classifier that
-//! forbids the SDK to retry throttling and quota refusals (no token is spent on them), and
-//! timeouts cut to the time left. The helper then waits out throttling itself: exponential
+//! forbids the SDK to retry throttling and `LimitExceededException` (no token is spent on them),
+//! and timeouts cut to the time left. The helper then waits out throttling itself: exponential
 //! backoff with full jitter (`ROTATOR_INITIAL_BACKOFF_MS` doubling up to
-//! `ROTATOR_MAX_BACKOFF_MS`), until the next wait would pass the deadline. A fleet shares the
-//! account's rate only through that jitter; nothing coordinates the functions.
+//! `ROTATOR_MAX_BACKOFF_MS`), until the next wait would pass the deadline, and then fails with
+//! the refusal, noting that no time was left. A fleet shares the account's rate only through
+//! that jitter; nothing coordinates the functions.
 //!
-//! Quota refusals (`LimitExceededException`, such as API Gateway's 10,000 keys a region) are not
-//! throttling, although the SDK's own list counts them as such: waiting does not lift a quota,
-//! so they fail at once. Every other error (5xx, timeouts, connection errors) gets the SDK's
-//! ordinary retries (`ROTATOR_MAX_ATTEMPTS`) and then fails.
+//! `LimitExceededException` means two things. API Gateway's model defines it as its rate limit
+//! ("the request exceeded the rate limit. Retry after the specified time period", with
+//! `retryAfterSeconds`, read from the `Retry-After` header), and API Gateway also answers it for
+//! a quota, such as 10,000 API keys a region, which waiting does not lift. [`Refusal::of_limit`]
+//! tells them apart:
+//! - a `Retry-After` hint makes it the rate limit, whatever the message says: a quota has no
+//!   time after which to retry. It is waited out like throttling, each wait the hint plus the
+//!   usual jittered backoff (so functions given the same hint do not return together, and a
+//!   hint of 0 repeated still backs off), cut to the time left. A hint longer than the time left
+//!   before the deadline fails the call at once, with an error that says so: waiting part of it
+//!   would only be refused again.
+//! - without a hint, a message that names a rate ("rate limit", "throttl", ...) makes it the rate
+//!   limit, with the usual backoff; one that names a quota ("quota", "maximum", "limit of", ...)
+//!   makes it a quota, which fails at once, the error saying it was read as a quota.
+//! - neither (no hint, a message naming nothing we know) is read as the rate limit, with the
+//!   usual backoff. The model defines the code as the rate limit, and the two mistakes cost
+//!   differently: a quota waited out costs one invocation's time (the refused call changed
+//!   nothing) and then fails with an error that names a quota as the likely cause, while a rate
+//!   limit failed at once fails rotations that the account's rate would have let through
+//!   seconds later, and in a fleet fails many at once, each re-run spending more of the rate.
+//!
+//! Secrets Manager's `LimitExceededException` is a quota by its model, always. A rate-limit
+//! `LimitExceededException` counts in `ThrottledCalls` like throttling; a quota does not.
+//!
+//! Every other error (5xx, timeouts, connection errors) gets the SDK's ordinary retries
+//! (`ROTATOR_MAX_ATTEMPTS`) and then fails. The error reported is always what happened last: a
+//! timeout after throttling is reported as a timeout (the call may have been committed), with
+//! the throttling before it named in its message.
 
+use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::config::interceptors::InterceptorContext;
 use aws_sdk_secretsmanager::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::RequestId;
+use aws_smithy_types::date_time::Format;
+use aws_smithy_types::DateTime;
 use tokio::time::Instant;
 
 use crate::deadline;
@@ -47,27 +76,215 @@ pub const THROTTLING_CODES: [&str; 3] = [
     "Throttling",
 ];
 
-/// Error codes that mean a quota is used up: retrying does not help.
-pub const QUOTA_CODES: [&str; 1] = ["LimitExceededException"];
+/// The code API Gateway answers for its rate limit and for its quotas alike (and Secrets Manager
+/// for its quotas): [`Refusal::of_limit`] tells them apart.
+pub const LIMIT_EXCEEDED: &str = "LimitExceededException";
 
-/// What an AWS error code says about retrying.
+/// Words in a `LimitExceededException`'s message that name a rate, which time lifts. Looked for
+/// before [`QUOTA_WORDS`]: a rate's limit is still a rate ("rate limit of 5 per second").
+const RATE_WORDS: [&str; 7] = [
+    "rate limit",
+    "rate exceeded",
+    "request rate",
+    "throttl",
+    "too many requests",
+    "retry after",
+    "slow down",
+];
+
+/// Words that name a quota: a count of things that waiting does not lower.
+const QUOTA_WORDS: [&str; 8] = [
+    "quota",
+    "maximum",
+    "at most",
+    "cannot exceed",
+    "can't exceed",
+    "no more than",
+    "limit of",
+    "exhausted",
+];
+
+/// What an AWS refusal says about retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// Throttling: wait and retry, until the deadline.
+    /// Throttling (`TooManyRequestsException`, `ThrottlingException`): wait and retry, until the
+    /// deadline.
     Throttled,
+    /// A `LimitExceededException` read as API Gateway's rate limit: wait (at least
+    /// `retry_after`, when API Gateway gave one) and retry, until the deadline.
+    RateLimited {
+        retry_after: Option<Duration>,
+        evidence: Evidence,
+    },
     /// A quota: fail now.
     Quota,
     /// Anything else: the SDK's ordinary retries decide.
     Other,
 }
 
+/// Why a `LimitExceededException` reads as the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// It carries a `Retry-After` header (the SDK's `retryAfterSeconds`).
+    RetryAfter,
+    /// Its message names a rate.
+    Message,
+    /// Nothing either way: no hint, and a message that names neither a rate nor a quota (the
+    /// module documentation says why that is waited out).
+    Neither,
+}
+
 impl Refusal {
+    /// What a code alone says. `LimitExceededException` without its hint or message reads as
+    /// the ambiguous rate limit; [`Refusal::of_error`] reads them.
     pub fn of_code(code: Option<&str>) -> Refusal {
+        Refusal::classify(code, None, None, SystemTime::now())
+    }
+
+    /// A refusal from its code, its message and its `Retry-After` header (`now` reads an
+    /// HTTP-date hint).
+    pub fn classify(
+        code: Option<&str>,
+        message: Option<&str>,
+        retry_after: Option<&str>,
+        now: SystemTime,
+    ) -> Refusal {
         match code {
             Some(c) if THROTTLING_CODES.contains(&c) => Refusal::Throttled,
-            Some(c) if QUOTA_CODES.contains(&c) => Refusal::Quota,
+            Some(LIMIT_EXCEEDED) => Refusal::of_limit(message, retry_after, now),
             _ => Refusal::Other,
         }
+    }
+
+    /// An API Gateway `LimitExceededException`: the rate limit when it carries a `Retry-After`
+    /// hint (whatever its message) or its message names a rate; a quota when its message names
+    /// one; otherwise, ambiguous, the rate limit.
+    pub fn of_limit(message: Option<&str>, retry_after: Option<&str>, now: SystemTime) -> Refusal {
+        if let Some(hint) = retry_after.map(str::trim).filter(|h| !h.is_empty()) {
+            return Refusal::RateLimited {
+                retry_after: parse_retry_after(hint, now),
+                evidence: Evidence::RetryAfter,
+            };
+        }
+        let message = message.unwrap_or_default().to_ascii_lowercase();
+        if RATE_WORDS.iter().any(|w| message.contains(w)) {
+            Refusal::RateLimited {
+                retry_after: None,
+                evidence: Evidence::Message,
+            }
+        } else if QUOTA_WORDS.iter().any(|w| message.contains(w)) {
+            Refusal::Quota
+        } else {
+            Refusal::RateLimited {
+                retry_after: None,
+                evidence: Evidence::Neither,
+            }
+        }
+    }
+
+    /// A failed call's refusal. The hint is API Gateway's `retryAfterSeconds` as the SDK read it
+    /// from the `Retry-After` header, or that header itself (any service, any operation).
+    /// Secrets Manager's `LimitExceededException` is a quota by its model: it has no rate form.
+    pub(crate) fn of_error<E>(err: &SdkError<E, HttpResponse>) -> Refusal
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        if err.code() != Some(LIMIT_EXCEEDED) {
+            return Refusal::of_code(err.code());
+        }
+        let exception = err.as_service_error().and_then(|e| e.source());
+        if exception
+            .is_some_and(|e| e.is::<aws_sdk_secretsmanager::types::error::LimitExceededException>())
+        {
+            return Refusal::Quota;
+        }
+        let hint = exception
+            .and_then(|e| {
+                e.downcast_ref::<aws_sdk_apigateway::types::error::LimitExceededException>()
+            })
+            .and_then(|e| e.retry_after_seconds())
+            .or_else(|| {
+                err.raw_response()
+                    .and_then(|r| r.headers().get("retry-after"))
+            });
+        Refusal::of_limit(err.message(), hint, SystemTime::now())
+    }
+}
+
+/// A `Retry-After` value: delay-seconds (whole, or with a fraction), or an HTTP-date (a date
+/// already past is no wait). `None` when it reads as neither.
+fn parse_retry_after(hint: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(secs) = hint.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = hint.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let at = SystemTime::try_from(DateTime::from_str(hint, Format::HttpDate).ok()?).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Why the call policy gave up on a call, in place of the SDK's error: the refusal's code,
+/// message and request id, and what the policy adds (the deadline, the hint, earlier
+/// throttling). `aws_error` reports it as it is.
+#[derive(Debug)]
+pub(crate) struct GaveUp {
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+impl fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for GaveUp {}
+
+/// `err` (a refusal) given up on, with `note` saying why.
+fn gave_up<E>(err: &SdkError<E, HttpResponse>, note: String) -> SdkError<E, HttpResponse>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = match err.message() {
+        Some(m) if !m.is_empty() => format!("{m} ({note})"),
+        _ => note,
+    };
+    SdkError::timeout_error(GaveUp {
+        code: err.code().map(str::to_owned),
+        message,
+        request_id: err.request_id().map(str::to_owned),
+    })
+}
+
+/// Why a refusal was given up on at the deadline; for an ambiguous `LimitExceededException`, that
+/// it may be a quota after all.
+fn out_of_time(refusal: Refusal, refusals: u32) -> String {
+    let ambiguous = matches!(
+        refusal,
+        Refusal::RateLimited {
+            evidence: Evidence::Neither,
+            ..
+        }
+    );
+    format!(
+        "still refused after {refusals} tries, no time left before the invocation's deadline{}",
+        if ambiguous {
+            "; this LimitExceededException had no Retry-After and a message naming neither a \
+             rate nor a quota, so it was read as the rate limit: it may be a quota instead, such \
+             as API Gateway's 10,000 API keys a region"
+        } else {
+            ""
+        }
+    )
+}
+
+fn is_timeout<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(d) => d.is_timeout(),
+        _ => false,
     }
 }
 
@@ -115,17 +332,20 @@ impl CallPolicy {
             .map(|i| i.deadline())
             .unwrap_or_else(|| Instant::now() + self.budget);
         let mut refusals = 0u32;
-        // The last throttling refusal: when the deadline then cuts a retry short, it is the
-        // cause worth reporting.
-        let mut throttled: Option<SdkError<E, HttpResponse>> = None;
+        // The last refusal waited out: when no time is left to send the retry, it is the cause
+        // worth reporting.
+        let mut refused: Option<(Refusal, SdkError<E, HttpResponse>)> = None;
+        // Its code, for a timeout that follows it.
+        let mut refused_code: Option<String> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left < MIN_ATTEMPT {
-                return Err(throttled.unwrap_or_else(|| {
-                    SdkError::timeout_error(format!(
+                return Err(match &refused {
+                    Some((refusal, err)) => gave_up(err, out_of_time(*refusal, refusals)),
+                    None => SdkError::timeout_error(format!(
                         "{operation} not sent: no time left before the invocation's deadline"
-                    ))
-                }));
+                    )),
+                });
             }
             let timeouts = TimeoutConfig::builder()
                 .connect_timeout(self.connect_timeout.min(left))
@@ -162,12 +382,27 @@ impl CallPolicy {
                     "{operation} cut short at the invocation's deadline"
                 )),
             };
-            if Refusal::of_code(err.code()) != Refusal::Throttled {
-                return match (err, throttled) {
-                    (SdkError::TimeoutError(_), Some(refusal)) => Err(refusal),
-                    (err, _) => Err(err),
-                };
-            }
+            let refusal = Refusal::of_error(&err);
+            let hint = match refusal {
+                Refusal::Throttled => None,
+                Refusal::RateLimited { retry_after, .. } => retry_after,
+                Refusal::Quota | Refusal::Other => {
+                    // What happened last is the error. A timeout after throttling may have been
+                    // committed: say so, and name the throttling before it.
+                    return Err(match refused_code {
+                        Some(code) if is_timeout(&err) => SdkError::timeout_error(GaveUp {
+                            code: None,
+                            message: format!(
+                                "{operation} timed out, so it may have been committed, after {refusals} \
+                                 earlier {code} refusals were waited out: {}",
+                                DisplayErrorContext(&err)
+                            ),
+                            request_id: None,
+                        }),
+                        _ => err,
+                    });
+                }
+            };
             refusals += 1;
             if let Some(inv) = &invocation {
                 inv.record_throttled(refusals == 1);
@@ -176,14 +411,39 @@ impl CallPolicy {
                 // The ThrottledCalls metric: each call retried for throttling, once.
                 crate::metrics::record(crate::metrics::Effect::ThrottledCall);
             }
-            let wait = self.backoff(refusals);
-            if Instant::now() + wait + MIN_ATTEMPT > deadline {
+            // The longest wait that still leaves an attempt time before the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let room = left.saturating_sub(MIN_ATTEMPT);
+            let wait = match hint {
+                Some(hint) if hint > room => {
+                    tracing::warn!(
+                        operation,
+                        refusals,
+                        retry_after_ms = u64::try_from(hint.as_millis()).unwrap_or(u64::MAX),
+                        "rate limited, asked to wait past the invocation's deadline"
+                    );
+                    return Err(gave_up(
+                        &err,
+                        format!(
+                            "API Gateway's rate limit asked to retry after {:.1} s, more than the {:.1} s \
+                             left before the invocation's deadline: not retried",
+                            hint.as_secs_f64(),
+                            left.as_secs_f64()
+                        ),
+                    ));
+                }
+                // The hint, then the usual backoff on top: functions told the same do not all
+                // come back at once, and a hint of 0 repeated still backs off exponentially.
+                Some(hint) => hint.saturating_add(self.backoff(refusals)).min(room),
+                None => self.backoff(refusals),
+            };
+            if wait > room {
                 tracing::warn!(
                     operation,
                     refusals,
                     "still throttled with no time left before the invocation's deadline"
                 );
-                return Err(err);
+                return Err(gave_up(&err, out_of_time(refusal, refusals)));
             }
             tracing::debug!(
                 operation,
@@ -191,7 +451,8 @@ impl CallPolicy {
                 wait_ms = wait.as_millis() as u64,
                 "throttled; waiting"
             );
-            throttled = Some(err);
+            refused_code = err.code().map(str::to_owned);
+            refused = Some((refusal, err));
             tokio::time::sleep(wait).await;
         }
     }
@@ -239,9 +500,11 @@ where
                 .and_then(|e| e.code()),
             _ => None,
         };
+        // Every LimitExceededException, rate limit and quota alike: the helper waits out the
+        // first and fails the second at once.
         match Refusal::of_code(code) {
-            Refusal::Throttled | Refusal::Quota => RetryAction::RetryForbidden,
             Refusal::Other => RetryAction::NoActionIndicated,
+            _ => RetryAction::RetryForbidden,
         }
     }
 
@@ -253,9 +516,191 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadline::Invocation;
+    use aws_sdk_apigateway::operation::create_api_key::CreateApiKeyError;
+    use aws_sdk_apigateway::types::error::{LimitExceededException, TooManyRequestsException};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    type Error = SdkError<CreateApiKeyError, HttpResponse>;
+    type Boxed = Box<dyn std::error::Error>;
+
+    fn policy() -> CallPolicy {
+        CallPolicy {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(10),
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(1),
+            budget: Duration::from_secs(1),
+        }
+    }
+
+    /// A service's refusal as the SDK hands it over: the error and the raw 429 it came in.
+    fn refused(err: CreateApiKeyError) -> Result<Error, Boxed> {
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(429u16)?;
+        Ok(SdkError::service_error(
+            err,
+            HttpResponse::new(status, SdkBody::empty()),
+        ))
+    }
+
+    fn throttled() -> Result<Error, Boxed> {
+        refused(CreateApiKeyError::TooManyRequestsException(
+            TooManyRequestsException::builder()
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("TooManyRequestsException")
+                        .message("slow down")
+                        .build(),
+                )
+                .message("slow down")
+                .build(),
+        ))
+    }
+
+    fn rate_limited(retry_after: &str) -> Result<Error, Boxed> {
+        refused(CreateApiKeyError::LimitExceededException(
+            LimitExceededException::builder()
+                .meta(
+                    ErrorMetadata::builder()
+                        .code(LIMIT_EXCEEDED)
+                        .message("Rate exceeded")
+                        .build(),
+                )
+                .message("Rate exceeded")
+                .retry_after_seconds(retry_after)
+                .build(),
+        ))
+    }
+
+    /// `send` through the policy inside an invocation of `budget`, answering the calls in turn
+    /// from `answers` (the last one repeated): the error it reports, as the adapters map it, and
+    /// how many calls were made.
+    async fn run(budget: Duration, answers: Vec<Answer>) -> (Option<crate::error::AwsError>, u32) {
+        let calls = AtomicU32::new(0);
+        let invocation = Invocation::with_budget(budget);
+        let answers = &answers;
+        let calls_ref = &calls;
+        let result: Result<(), Error> =
+            invocation
+                .scope(policy().send("CreateApiKey", |_| async move {
+                    let n = calls_ref.fetch_add(1, Ordering::SeqCst) as usize;
+                    let answer = answers.get(n).or(answers.last());
+                    match answer {
+                        Some(Answer::Throttled) => Err(throttled()
+                            .map_err(|e| SdkError::construction_failure(e.to_string()))?),
+                        Some(Answer::RateLimited(hint)) => Err(rate_limited(hint)
+                            .map_err(|e| SdkError::construction_failure(e.to_string()))?),
+                        Some(Answer::SdkTimeout) => Err(SdkError::timeout_error(
+                            "HTTP read timeout occurred after 1s",
+                        )),
+                        Some(Answer::Hang) => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            Ok(())
+                        }
+                        Some(Answer::Ok) | None => Ok(()),
+                    }
+                }))
+                .await;
+        (
+            result
+                .err()
+                .map(|e| super::super::aws_error("CreateApiKey", &e)),
+            calls.load(Ordering::SeqCst),
+        )
+    }
+
+    #[derive(Debug, Clone)]
+    enum Answer {
+        Throttled,
+        RateLimited(&'static str),
+        /// The SDK's own attempt timeout.
+        SdkTimeout,
+        /// No answer before the invocation's deadline.
+        Hang,
+        Ok,
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_throttling_is_reported_as_the_timeout_naming_the_throttling() {
+        for last in [Answer::SdkTimeout, Answer::Hang] {
+            let (err, calls) = run(
+                Duration::from_millis(800),
+                vec![Answer::Throttled, Answer::Throttled, last.clone()],
+            )
+            .await;
+            assert_eq!(calls, 3, "{last:?}");
+            let err = err.map(|e| (e.code, e.message));
+            assert!(
+                matches!(&err, Some((None, m)) if m.contains("timed out")
+                    && m.contains("may have been committed")
+                    && m.contains("2 earlier TooManyRequestsException refusals")),
+                "{last:?}: {err:?}"
+            );
+        }
+        // Without earlier throttling, a timeout is reported as the SDK's, untouched.
+        let (err, _) = run(Duration::from_millis(800), vec![Answer::SdkTimeout]).await;
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.code.is_none() && !e.message.contains("refusals")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_hint_is_waited_out_at_least_and_never_past_the_deadline() {
+        // Honoured: the retry comes no sooner than the hint.
+        let started = Instant::now();
+        let (err, calls) = run(
+            Duration::from_secs(2),
+            vec![Answer::RateLimited("0.3"), Answer::Ok],
+        )
+        .await;
+        assert_eq!((err, calls), (None, 2));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // Longer than the time left: no wait, no retry, and an error that says so.
+        let started = Instant::now();
+        let (err, calls) = run(
+            Duration::from_millis(500),
+            vec![Answer::RateLimited("30"), Answer::Ok],
+        )
+        .await;
+        assert_eq!(calls, 1);
+        assert!(started.elapsed() < Duration::from_millis(200));
+        let err = err.map(|e| (e.code, e.message));
+        assert!(
+            matches!(&err, Some((Some(code), m)) if code == LIMIT_EXCEEDED
+                && m.contains("retry after 30.0 s")
+                && m.contains("left before the invocation's deadline")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_until_the_deadline_keeps_the_code_and_says_so() {
+        let (err, calls) = run(Duration::from_millis(300), vec![Answer::Throttled]).await;
+        assert!(calls > 3, "{calls} calls");
+        let err = err.map(|e| (e.code, e.message));
+        assert!(
+            matches!(&err, Some((Some(code), m)) if code == "TooManyRequestsException"
+                && m.starts_with("slow down (still refused after")
+                && m.contains("no time left before the invocation's deadline")),
+            "{err:?}"
+        );
+    }
+
+    fn limit(message: &str, retry_after: Option<&str>) -> Refusal {
+        Refusal::classify(
+            Some(LIMIT_EXCEEDED),
+            Some(message),
+            retry_after,
+            SystemTime::now(),
+        )
+    }
 
     #[test]
-    fn throttling_and_quota_are_told_apart() {
+    fn throttling_rate_limits_and_quotas_are_told_apart() {
         assert_eq!(
             Refusal::of_code(Some("TooManyRequestsException")),
             Refusal::Throttled
@@ -264,12 +709,94 @@ mod tests {
             Refusal::of_code(Some("ThrottlingException")),
             Refusal::Throttled
         );
-        assert_eq!(
-            Refusal::of_code(Some("LimitExceededException")),
-            Refusal::Quota
-        );
         assert_eq!(Refusal::of_code(Some("InternalFailure")), Refusal::Other);
         assert_eq!(Refusal::of_code(None), Refusal::Other);
+        // A hint makes it the rate limit, whatever the message says.
+        for message in ["", "Rate exceeded", "API key quota exceeded"] {
+            assert_eq!(
+                limit(message, Some("2")),
+                Refusal::RateLimited {
+                    retry_after: Some(Duration::from_secs(2)),
+                    evidence: Evidence::RetryAfter
+                },
+                "{message:?}"
+            );
+        }
+        // Without one, the message decides; a rate's limit is a rate.
+        for message in [
+            "Rate exceeded",
+            "Request rate limit of 5 per second exceeded",
+            "Throttled: slow down",
+            "Too Many Requests",
+        ] {
+            assert_eq!(
+                limit(message, None),
+                Refusal::RateLimited {
+                    retry_after: None,
+                    evidence: Evidence::Message
+                },
+                "{message:?}"
+            );
+        }
+        for message in [
+            "API key quota exceeded",
+            "Cannot exceed the limit of 10000 API keys",
+            "Maximum number of usage plans for this API key reached",
+            "Usage plan quota exhausted",
+        ] {
+            assert_eq!(limit(message, None), Refusal::Quota, "{message:?}");
+        }
+        // Neither: the ambiguous case is read as the rate limit (the module doc says why).
+        for message in ["", "Limit Exceeded", "API key limit exceeded"] {
+            assert_eq!(
+                limit(message, None),
+                Refusal::RateLimited {
+                    retry_after: None,
+                    evidence: Evidence::Neither
+                },
+                "{message:?}"
+            );
+        }
+        assert_eq!(
+            Refusal::of_code(Some(LIMIT_EXCEEDED)),
+            Refusal::RateLimited {
+                retry_after: None,
+                evidence: Evidence::Neither
+            }
+        );
+        // An empty hint is no hint.
+        assert_eq!(limit("quota", Some(" ")), Refusal::Quota);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_fractions_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("0.25", now),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past is no wait.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for junk in ["-1", "NaN", "inf", "soon", "1e400"] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
+        }
+        // Unreadable, it is still a hint: the rate limit, with the usual backoff.
+        assert_eq!(
+            limit("", Some("soon")),
+            Refusal::RateLimited {
+                retry_after: None,
+                evidence: Evidence::RetryAfter
+            }
+        );
     }
 
     #[test]

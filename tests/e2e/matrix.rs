@@ -33,6 +33,12 @@ enum Column {
     ThrottledAbsorbed,
     /// Held longer than the SDK's attempt timeout, then committed anyway, once.
     AttemptTimeoutOnce,
+    /// API Gateway's rate limit as LimitExceededException with `Retry-After: 1`, once: waited
+    /// out (at least the hint) with no failed step. `LIMIT_ROWS` only.
+    RateLimitRetryAfter,
+    /// A quota as LimitExceededException, on every call, twice: the step fails at once (one
+    /// call, no retry) with an error saying so; then the fault clears. `LIMIT_ROWS` only.
+    QuotaExceeded,
 }
 
 const COLUMNS: [Column; 6] = [
@@ -43,6 +49,19 @@ const COLUMNS: [Column; 6] = [
     Column::ThrottledAbsorbed,
     Column::AttemptTimeoutOnce,
 ];
+
+/// The rows that also get the two LimitExceededException columns: the calls where API Gateway
+/// answers it (a key quota on CreateApiKey, usage plans a key on CreateUsagePlanKey), not every
+/// call, to keep the matrix's time.
+const LIMIT_ROWS: [(Step, &str); 2] = [
+    (Step::Create, "CreateApiKey"),
+    (Step::Create, "CreateUsagePlanKey"),
+];
+
+const LIMIT_COLUMNS: [Column; 2] = [Column::RateLimitRetryAfter, Column::QuotaExceeded];
+
+/// The rate-limit column's hint.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 const HELD: Duration = Duration::from_millis(1600);
@@ -174,7 +193,19 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
         for op in calls {
             match exempt(step, op) {
                 Some(why) => exempted.push(format!("{step}/{op}: {why}")),
-                None => cells.extend(COLUMNS.iter().map(|c| (step, *op, *c, scenario(step, op)))),
+                None => {
+                    let limits: &[Column] = if LIMIT_ROWS.contains(&(step, *op)) {
+                        &LIMIT_COLUMNS
+                    } else {
+                        &[]
+                    };
+                    cells.extend(
+                        COLUMNS
+                            .iter()
+                            .chain(limits)
+                            .map(|c| (step, *op, *c, scenario(step, op))),
+                    )
+                }
             }
         }
     }
@@ -192,9 +223,15 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
             cells.extend(COLUMNS.iter().map(|c| (Step::Finish, op, *c, sc)));
         }
     }
-    // FAULT_MATRIX_ONLY=Op runs the rows of that operation alone (while working on one call).
+    // FAULT_MATRIX_ONLY=Op[,Op] runs the rows of those operations alone, and
+    // FAULT_MATRIX_COLUMNS=Column[,Column] (as the summary names them) those columns alone
+    // (while working on one call or one fault).
     if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
-        cells.retain(|(_, op, _, _)| *op == only);
+        cells.retain(|(_, op, _, _)| only.split(',').any(|o| o.trim() == *op));
+    }
+    if let Ok(only) = std::env::var("FAULT_MATRIX_COLUMNS") {
+        cells
+            .retain(|(_, _, column, _)| only.split(',').any(|c| c.trim() == format!("{column:?}")));
     }
     // One cell at a time: the emulator is the bottleneck, and three concurrent workers made the
     // matrix slower here (236 s against 188 s).
@@ -289,6 +326,8 @@ async fn cell(
     proxy.clear();
     proxy.reset_counts();
     proxy.set_phase(None);
+    // Counts are this cell's own: an earlier cell's injections prove nothing here.
+    proxy.reset_counts();
     let key_name = w.unique("matrix");
     let tags = [
         ("KeyName", key_name.as_str()),
@@ -337,6 +376,11 @@ async fn cell(
         Column::ConnectionResetOnce => proxy.inject_in(Some(phase), op, Fault::ResetAfter, 1),
         Column::ThrottledAbsorbed => proxy.inject_in(Some(phase), op, Fault::Throttle, 2),
         Column::AttemptTimeoutOnce => proxy.inject_in(Some(phase), op, Fault::Delay(HELD), 1),
+        Column::RateLimitRetryAfter => {
+            let secs = u32::try_from(RETRY_AFTER.as_secs()).unwrap_or(u32::MAX);
+            proxy.inject_in(Some(phase), op, Fault::RateLimitRetryAfter(secs), 1)
+        }
+        Column::QuotaExceeded => proxy.inject_in(Some(phase), op, Fault::QuotaExceeded, forever),
     }
     let token = w.open_rotation(&secret).await?;
     if sc.duplicates_before_create {
@@ -349,6 +393,9 @@ async fn cell(
     }
     let mut failed_tries = 0;
     let mut converged = false;
+    // The first try of the faulted step: how long it took, and how the first failure read.
+    let mut faulted_step_took = None;
+    let mut first_error = None;
     for attempt in 0..6 {
         if attempt == 2 {
             proxy.clear();
@@ -363,9 +410,14 @@ async fn cell(
                     .await?;
             }
             proxy.set_phase(Some(name));
+            let started = Instant::now();
             let result = r.handle(&World::event(name, &secret, &token)).await;
             proxy.set_phase(None);
-            if result.is_err() {
+            if attempt == 0 && name == phase {
+                faulted_step_took = Some(started.elapsed());
+            }
+            if let Err(e) = result {
+                first_error.get_or_insert_with(|| e.to_string());
                 ok = false;
                 break;
             }
@@ -393,6 +445,34 @@ async fn cell(
             failed_tries == 0,
             "throttling was not absorbed by the SDK ({failed_tries} failed tries)"
         );
+    }
+    if column == Column::RateLimitRetryAfter {
+        ensure!(
+            failed_tries == 0,
+            "the rate limit was not waited out ({failed_tries} failed tries: {first_error:?})"
+        );
+        ensure!(
+            faulted_step_took.is_some_and(|t| t >= RETRY_AFTER),
+            "{phase} took {faulted_step_took:?}: the retry came before Retry-After"
+        );
+    }
+    if column == Column::QuotaExceeded {
+        // Failed at once: one call a try, no retry, no wait; the error says what and where.
+        let calls = proxy.injected(op);
+        ensure!(
+            failed_tries == 2 && calls == 2,
+            "a quota was retried: {failed_tries} failed tries, {calls} refused calls: {first_error:?}"
+        );
+        let message = first_error.unwrap_or_default();
+        for needle in [
+            phase,
+            secret.as_str(),
+            op,
+            "LimitExceededException",
+            "read as a quota",
+        ] {
+            ensure!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
     }
     let new = assert_rotated(w, &s, &token, &[plan]).await?;
     let old_now = w.key(&old).await?;

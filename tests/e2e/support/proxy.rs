@@ -26,6 +26,12 @@ pub enum Fault {
     ResetAfter,
     /// Answer 429 TooManyRequests / ThrottlingException without forwarding.
     Throttle,
+    /// Answer API Gateway's 429 LimitExceededException without forwarding: its rate limit, with
+    /// `Retry-After` (seconds) and a message that names nothing (so the hint is what tells).
+    RateLimitRetryAfter(u32),
+    /// Answer API Gateway's 429 LimitExceededException without forwarding: a quota, no
+    /// `Retry-After`, a message that names the quota.
+    QuotaExceeded,
     /// Hold the request this long, then forward it (the client may have given up by then, and
     /// the emulator still commits it).
     Delay(std::time::Duration),
@@ -362,6 +368,27 @@ fn throttle_response() -> Response<Full<Bytes>> {
     resp
 }
 
+/// API Gateway's LimitExceededException (restJson1: the type in `x-amzn-errortype`), with
+/// `Retry-After` when `retry_after` is given.
+fn limit_exceeded_response(message: &str, retry_after: Option<u32>) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "x-amzn-errortype",
+        hyper::header::HeaderValue::from_static("LimitExceededException"),
+    );
+    if let Some(secs) = retry_after {
+        h.insert("retry-after", hyper::header::HeaderValue::from(secs));
+    }
+    resp
+}
+
 fn error_response() -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(
         br#"{"__type":"InternalFailure","message":"injected by the test proxy"}"#,
@@ -459,6 +486,18 @@ async fn handle(
     match fault {
         Some(Fault::FailBefore) => return Ok(error_response()),
         Some(Fault::Throttle) => return Ok(throttle_response()),
+        Some(Fault::RateLimitRetryAfter(secs)) => {
+            return Ok(limit_exceeded_response(
+                "Limit Exceeded (injected by the test proxy)",
+                Some(secs),
+            ))
+        }
+        Some(Fault::QuotaExceeded) => {
+            return Ok(limit_exceeded_response(
+                "API key quota exceeded for this account (injected by the test proxy)",
+                None,
+            ))
+        }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         _ => {}
     }
