@@ -15,14 +15,16 @@ use crate::error::{AwsError, Failure, StepResult};
 
 pub mod gateway;
 pub mod lambda;
+pub mod refusal;
 pub mod secrets;
 pub mod throttle;
 
 pub use gateway::AwsKeyGateway;
 pub use lambda::AwsFunctionReader;
+pub use refusal::{Evidence, Refusal};
 pub use secrets::AwsSecretStore;
+pub use throttle::CallPolicy;
 use throttle::GaveUp;
-pub use throttle::{CallPolicy, Evidence, Refusal};
 
 /// The adapters' retry and timeout settings.
 ///

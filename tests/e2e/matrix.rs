@@ -326,8 +326,6 @@ async fn cell(
     proxy.clear();
     proxy.reset_counts();
     proxy.set_phase(None);
-    // Counts are this cell's own: an earlier cell's injections prove nothing here.
-    proxy.reset_counts();
     let key_name = w.unique("matrix");
     let tags = [
         ("KeyName", key_name.as_str()),
