@@ -730,6 +730,16 @@ impl Model {
         }
         let others: BTreeSet<&String> =
             alive.iter().copied().filter(|id| **id != current).collect();
+        // Under disable and keep-previous the key AWSPREVIOUS names is the one clients fall back
+        // to: when it is one the secret held, it must still exist (issue 20).
+        if let Some(p) = previous.as_ref().filter(|p| self.ever.contains(*p)) {
+            if self.policy != OldKeyAction::Delete && !keys.contains_key(p) {
+                return Err(format!(
+                    "{}: the previous key {p} no longer exists",
+                    self.policy.as_str()
+                ));
+            }
+        }
         match self.policy {
             OldKeyAction::Delete => {
                 if !others.is_empty() {
