@@ -916,6 +916,13 @@ impl Account {
         *lock(&self.realism.lag) = listings;
     }
 
+    /// A person deletes the key (the console, the CLI): no port call, no rule checked.
+    pub fn delete_by_hand(&self, key_id: &str) {
+        self.keep_ghost_tags(key_id);
+        lock(&self.keys).remove(key_id);
+        lock(&self.attached).retain(|(_, k)| k != key_id);
+    }
+
     /// Ends every lag at once: every key shows in the next listing.
     pub fn end_lag(&self) {
         *lock(&self.realism.lag) = None;

@@ -2,7 +2,8 @@
 //! `KeyName` and `UsagePlan` changes (between rotations and inside failing ones), roll-backs,
 //! concurrent duplicate deliveries (interleaved at every call), late replays, a tampered record,
 //! a person's writes (a staged pending value naming a key the function did not make, an
-//! AWSCURRENT value the function cannot parse), the operator commands `cleanup --apply` and
+//! AWSCURRENT value the function cannot parse, the current key deleted by hand, the secret
+//! filled up to its 50 tags), a lagging GetApiKeys listing, the operator commands `cleanup --apply` and
 //! `rollback --apply [--force]` (between rotations and between a rotation's steps, each
 //! interrupted at any call), and faults (a call failing, or its answer lost after it took
 //! effect), each followed by the whole rotation being re-run with the same token, as Secrets
@@ -10,7 +11,8 @@
 //! ports (`tests/fakes`), playing AWS or LocalStack where they differ. After every action the
 //! safety invariant is checked (the key AWSCURRENT names works, under keep-previous the key
 //! AWSPREVIOUS names works, nothing outside the secret changed); after every completed rotation
-//! the ownership invariant (`docs/design/ownership.md`); a failure names the action.
+//! the ownership invariant (`docs/design/ownership.md`: under disable and keep-previous the key
+//! AWSPREVIOUS names must still exist); a failure names the action.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 
@@ -117,6 +119,15 @@ enum Action {
     LateFinish,
     /// Someone with PutSecretValue writes the neighbours' key ids into the record.
     TamperRecord,
+    /// From now on GetApiKeys lags (AWS's listings are eventually consistent): every key created
+    /// is missing from the next n listings; `None` ends the lag for keys created from now on.
+    Lag(Option<u32>),
+    /// A person deletes the key AWSCURRENT names (a full value the function wrote): the next
+    /// rotation must make a new key and complete, whatever the policy.
+    DeleteCurrentKey,
+    /// A person fills the secret up to the 50 tags Secrets Manager takes (47 besides the
+    /// function's three), or removes them again: the keys must still fit API Gateway's 50.
+    FullTags(bool),
 }
 
 /// An operator command, run through the real operator code (`api_key_rotator::ops`).
@@ -180,6 +191,9 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::RollBackForgettingPending),
         1 => Just(Action::LateFinish),
         1 => Just(Action::TamperRecord),
+        1 => prop::option::weighted(0.7, 1..6u32).prop_map(Action::Lag),
+        1 => Just(Action::DeleteCurrentKey),
+        1 => any::<bool>().prop_map(Action::FullTags),
     ]
 }
 
@@ -226,6 +240,8 @@ struct Model {
     refused: bool,
     /// The current `KeyName`.
     key_name: usize,
+    /// Keys a person deleted: no policy can keep them.
+    deleted_by_hand: BTreeSet<String>,
 }
 
 impl Model {
@@ -313,6 +329,7 @@ impl Model {
             tokens: 0,
             refused: false,
             key_name: 0,
+            deleted_by_hand: BTreeSet::new(),
         }
     }
 
@@ -364,6 +381,7 @@ impl Model {
         let fresh = self.token();
         let token = self.account.rotate_secret(&self.arn, &fresh);
         let rolled_back = token != fresh;
+        lock(&self.account.realism.lagged).clear();
         self.account.arm(fault.map(|(op, nth, kind)| Fault {
             op: OPS[op],
             nth,
@@ -728,11 +746,30 @@ impl Model {
         if !enabled(&current) {
             return Err(format!("the current key {current} is not enabled"));
         }
-        let others: BTreeSet<&String> =
-            alive.iter().copied().filter(|id| **id != current).collect();
+        // A key a lagging listing hid during the rotation may outlive it (the steps could not
+        // see it), as long as it is tied to the secret: the next rotation that sees it retires
+        // it (the closing rotation runs without lag).
+        let lagged = lock(&self.account.realism.lagged).clone();
+        let hidden = |id: &String| lagged.contains(id) && Some(id) != previous.as_ref();
+        if let Some(id) = alive
+            .iter()
+            .find(|id| hidden(id) && keys[id.as_str()].key.tags.get(TIE_TAG) != Some(&self.arn))
+        {
+            return Err(format!(
+                "the key {id} a listing hid is not tied to the secret"
+            ));
+        }
+        let others: BTreeSet<&String> = alive
+            .iter()
+            .copied()
+            .filter(|id| **id != current && !hidden(id))
+            .collect();
         // Under disable and keep-previous the key AWSPREVIOUS names is the one clients fall back
         // to: when it is one the secret held, it must still exist (issue 20).
-        if let Some(p) = previous.as_ref().filter(|p| self.ever.contains(*p)) {
+        if let Some(p) = previous
+            .as_ref()
+            .filter(|p| self.ever.contains(*p) && !self.deleted_by_hand.contains(*p))
+        {
             if self.policy != OldKeyAction::Delete && !keys.contains_key(p) {
                 return Err(format!(
                     "{}: the previous key {p} no longer exists",
@@ -827,6 +864,9 @@ impl Model {
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
         let before = self.labelled_state();
         self.act(action).await?;
+        if matches!(action, Action::DeleteCurrentKey) {
+            return self.check_neighbours();
+        }
         self.check_safety(&before)
     }
 
@@ -937,6 +977,30 @@ impl Model {
                 self.last_token = Some(token);
                 self.check()?;
             }
+            Action::Lag(listings) => self.account.lag_new_keys(*listings),
+            Action::FullTags(full) => {
+                if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+                    s.tags.retain(|(k, _)| !k.starts_with("team-"));
+                    if *full {
+                        s.tags
+                            .extend((0..47).map(|i| (format!("team-{i}"), format!("value-{i}"))));
+                    }
+                }
+            }
+            Action::DeleteCurrentKey => {
+                // An adopted `{"api_key_id"}` naming a missing key is refused by design.
+                let full = self
+                    .version_value(AWSCURRENT)
+                    .is_some_and(|v| v.get("api_key_value").is_some());
+                let Some(key) = self
+                    .key_of(AWSCURRENT)
+                    .filter(|k| full && self.ever.contains(k))
+                else {
+                    return Ok(());
+                };
+                self.account.delete_by_hand(&key);
+                self.deleted_by_hand.insert(key);
+            }
             Action::TamperRecord => {
                 let Some(current) = self.account.version_with(&self.arn, AWSCURRENT) else {
                     return Ok(());
@@ -994,7 +1058,9 @@ fn run(start: Start, playing: Playing, actions: &[Action]) -> Result<(), String>
                 .await
                 .map_err(|e| format!("after action {i} ({action:?}): {e}"))?;
         }
-        // Whatever happened, one more clean rotation ends in the invariant.
+        // Whatever happened, one more clean rotation, with every listing caught up, ends in
+        // the invariant.
+        model.account.end_lag();
         model
             .apply(&Action::Rotate {
                 fault: None,
