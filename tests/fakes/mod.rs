@@ -442,6 +442,38 @@ impl Prober for OkProber {
     }
 }
 
+/// The data plane, as API Gateway answers a request with `x-api-key` (testSecret's probe): 2xx
+/// when a key with that value exists, is enabled and is on a usage plan covering the URL's API
+/// (`https://{api}.execute-api.{region}.amazonaws.com/...`); otherwise 403. The probe is an
+/// operation (`Probe`) a fault can make fail or time out.
+pub struct DataPlane(pub Arc<Account>);
+
+#[async_trait]
+impl Prober for DataPlane {
+    async fn probe(&self, url: &reqwest::Url, key: &KeyValue) -> StepResult<()> {
+        tokio::task::yield_now().await;
+        let failed = |why: &str| api_key_rotator::error::Failure::test(why.to_owned());
+        match self.0.enter("Probe") {
+            Err(_) => return Err(failed("injected: the probe failed")),
+            Ok(true) => return Err(failed("injected: the probe timed out")),
+            Ok(false) => {}
+        }
+        let api = url
+            .host_str()
+            .and_then(|h| h.split_once(".execute-api."))
+            .map(|(api, _)| api.to_owned())
+            .unwrap_or_default();
+        let id = lock(&self.0.keys)
+            .iter()
+            .find(|(_, k)| k.key.value.as_ref().map(KeyValue::expose) == Some(key.expose()))
+            .map(|(id, _)| id.clone());
+        match id {
+            Some(id) if self.0.key_works_on(&id, &api) => Ok(()),
+            _ => Err(failed("the probe was answered 403 Forbidden")),
+        }
+    }
+}
+
 #[async_trait]
 impl SecretStore for FakeSecrets {
     async fn describe(&self, secret_id: &str) -> Result<Option<SecretMetadata>, AwsError> {
@@ -921,6 +953,30 @@ impl Account {
         self.keep_ghost_tags(key_id);
         lock(&self.keys).remove(key_id);
         lock(&self.attached).retain(|(_, k)| k != key_id);
+    }
+
+    /// Whether API Gateway lets a request with the key into `api`: the key exists, is enabled,
+    /// and is on a usage plan that covers the API.
+    pub fn key_works_on(&self, key_id: &str, api: &str) -> bool {
+        let enabled = lock(&self.keys).get(key_id).is_some_and(|k| k.key.enabled);
+        let plans = lock(&self.plans);
+        enabled
+            && self.plans_of(key_id).iter().any(|p| {
+                plans
+                    .get(p)
+                    .is_some_and(|plan| plan.api_stages.iter().any(|(a, _)| a == api))
+            })
+    }
+
+    /// The APIs a request with the key gets into.
+    pub fn apis_of(&self, key_id: &str) -> BTreeSet<String> {
+        let apis: BTreeSet<String> = lock(&self.plans)
+            .values()
+            .flat_map(|p| p.api_stages.iter().map(|(a, _)| a.clone()))
+            .collect();
+        apis.into_iter()
+            .filter(|api| self.key_works_on(key_id, api))
+            .collect()
     }
 
     /// Ends every lag at once: every key shows in the next listing.

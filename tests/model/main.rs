@@ -27,13 +27,13 @@ use api_key_rotator::ops::{Operator, SettingsOverrides};
 use api_key_rotator::ports::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use api_key_rotator::Rotator;
 use fakes::{
-    lock, Account, FakeGateway, FakeSecrets, Fault, FaultKind, NoFunctions, OkProber, Playing,
+    lock, Account, DataPlane, FakeGateway, FakeSecrets, Fault, FaultKind, NoFunctions, Playing,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-type Fake = Rotator<FakeSecrets, FakeGateway, OkProber>;
-type FakeOperator = Operator<FakeSecrets, FakeGateway, OkProber, NoFunctions>;
+type Fake = Rotator<FakeSecrets, FakeGateway, DataPlane>;
+type FakeOperator = Operator<FakeSecrets, FakeGateway, DataPlane, NoFunctions>;
 
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 const KEY_NAMES: [&str; 3] = ["partner-a", "partner-b", "partner"];
@@ -44,7 +44,7 @@ const POLICIES: [OldKeyAction; 3] = [
 ];
 /// p1 and p3 cover the same stage (a1/prod); p2 covers a2.
 const PLANS: [&str; 4] = ["p1", "p2", "p1,p2", "p3"];
-const OPS: [&str; 17] = [
+const OPS: [&str; 18] = [
     "ListSecretVersionIds",
     "ListSecrets",
     "GetTags",
@@ -62,6 +62,7 @@ const OPS: [&str; 17] = [
     "GetUsagePlans",
     "CreateUsagePlanKey",
     "DeleteUsagePlanKey",
+    "Probe",
 ];
 /// Secrets Manager played strictly: the first try and five re-runs.
 const TRIES: usize = 6;
@@ -128,6 +129,9 @@ enum Action {
     /// A person fills the secret up to the 50 tags Secrets Manager takes (47 besides the
     /// function's three), or removes them again: the keys must still fit API Gateway's 50.
     FullTags(bool),
+    /// A `TestUrl` on an API the plans cover is set (kept pointing at one as `UsagePlan`
+    /// changes) or removed: testSecret then probes the data plane with the new key.
+    TestUrl(bool),
 }
 
 /// An operator command, run through the real operator code (`api_key_rotator::ops`).
@@ -194,6 +198,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => prop::option::weighted(0.7, 1..6u32).prop_map(Action::Lag),
         1 => Just(Action::DeleteCurrentKey),
         1 => any::<bool>().prop_map(Action::FullTags),
+        1 => any::<bool>().prop_map(Action::TestUrl),
     ]
 }
 
@@ -219,6 +224,8 @@ enum Outcome {
 struct Labelled {
     current: Option<(String, String, Option<bool>)>,
     previous: Option<(String, String, Option<bool>)>,
+    /// The APIs a request with each key gets into (`DataPlane`): key id -> APIs.
+    apis: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The test's own bookkeeping beside the fakes.
@@ -242,6 +249,9 @@ struct Model {
     key_name: usize,
     /// Keys a person deleted: no policy can keep them.
     deleted_by_hand: BTreeSet<String>,
+    /// The `UsagePlan` tag (an index into PLANS), and whether a TestUrl is set.
+    plans: usize,
+    test_url: bool,
 }
 
 impl Model {
@@ -303,7 +313,7 @@ impl Model {
             Rotator::new(
                 FakeSecrets(account.clone()),
                 FakeGateway(account.clone()),
-                OkProber,
+                DataPlane(account.clone()),
                 Ok(FunctionConfig::default()),
             ),
             NoFunctions,
@@ -313,7 +323,7 @@ impl Model {
         let rotator = Rotator::new(
             FakeSecrets(account.clone()),
             FakeGateway(account.clone()),
-            OkProber,
+            DataPlane(account.clone()),
             Ok(FunctionConfig::default()),
         );
         Model {
@@ -330,6 +340,8 @@ impl Model {
             refused: false,
             key_name: 0,
             deleted_by_hand: BTreeSet::new(),
+            plans: 0,
+            test_url: false,
         }
     }
 
@@ -363,6 +375,18 @@ impl Model {
         self.version_value(stage)?["api_key_id"]
             .as_str()
             .map(str::to_owned)
+    }
+
+    /// Sets the `UsagePlan` tag, and the TestUrl, when there is one, to the first API the
+    /// plans cover.
+    fn set_plans(&mut self, plans: usize) {
+        self.plans = plans;
+        self.account.set_tag(&self.arn, "UsagePlan", PLANS[plans]);
+        if self.test_url {
+            let api = if PLANS[plans] == "p2" { "a2" } else { "a1" };
+            let url = format!("https://{api}.execute-api.us-east-1.amazonaws.com/prod/health");
+            self.account.set_tag(&self.arn, "TestUrl", &url);
+        }
     }
 
     fn rename(&mut self, name: usize) {
@@ -417,7 +441,7 @@ impl Model {
                     // tag until the operator cancels the rotation (a refusal `check` names).
                     let stored = self.account.value_of(&self.arn, &token).is_some();
                     if let (Some(plan), Err(_), 0, false) = (replan, &result, i, stored) {
-                        self.account.set_tag(&self.arn, "UsagePlan", PLANS[plan]);
+                        self.set_plans(plan);
                     }
                 }
                 if let Err(e) = result {
@@ -514,9 +538,17 @@ impl Model {
             let alive = keys.get(&key).map(|k| k.key.enabled);
             Some((version, key, alive))
         };
+        let (current, previous) = (state(AWSCURRENT), state(AWSPREVIOUS));
+        drop(keys);
+        let apis = [&current, &previous]
+            .into_iter()
+            .flatten()
+            .map(|(_, k, _)| (k.clone(), self.account.apis_of(k)))
+            .collect();
         Labelled {
-            current: state(AWSCURRENT),
-            previous: state(AWSPREVIOUS),
+            current,
+            previous,
+            apis,
         }
     }
 
@@ -529,6 +561,12 @@ impl Model {
             if v == v2 && k == k2 && *alive != Some(true) {
                 return Err(format!("the key AWSCURRENT names ({k}) stopped working"));
             }
+            if v == v2 && k == k2 && !now.apis[k].is_superset(&before.apis[k]) {
+                return Err(format!(
+                    "the key AWSCURRENT names ({k}) lost an API: it got into {:?}, now {:?}",
+                    before.apis[k], now.apis[k]
+                ));
+            }
         }
         if self.policy == OldKeyAction::KeepPrevious {
             if let (Some((v, k, Some(true))), Some((v2, k2, alive))) =
@@ -537,6 +575,12 @@ impl Model {
                 if v == v2 && k == k2 && *alive != Some(true) {
                     return Err(format!(
                         "keep-previous: the key AWSPREVIOUS names ({k}) stopped working"
+                    ));
+                }
+                if v == v2 && k == k2 && !now.apis[k].is_superset(&before.apis[k]) {
+                    return Err(format!(
+                        "keep-previous: the key AWSPREVIOUS names ({k}) lost an API: it got into {:?}, now {:?}",
+                        before.apis[k], now.apis[k]
                     ));
                 }
             }
@@ -913,7 +957,16 @@ impl Model {
                 self.account
                     .set_tag(&self.arn, "OldKeyAction", POLICIES[*n].as_str());
             }
-            Action::Plan(n) => self.account.set_tag(&self.arn, "UsagePlan", PLANS[*n]),
+            Action::Plan(n) => self.set_plans(*n),
+            Action::TestUrl(on) => {
+                self.test_url = *on;
+                if !on {
+                    if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+                        s.tags.retain(|(k, _)| k != "TestUrl");
+                    }
+                }
+                self.set_plans(self.plans);
+            }
             Action::RollBack => {
                 self.roll_back(true);
                 self.check_neighbours()?;
