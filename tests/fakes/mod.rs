@@ -298,6 +298,7 @@ impl Account {
     /// RotateSecret: a valueless AWSPENDING version for a new token, or, while AWSPENDING sits
     /// off AWSCURRENT, the token of that unfinished rotation (AWS then re-runs it).
     pub fn rotate_secret(&self, arn: &str, token: &str) -> String {
+        self.enable_rotation(arn);
         if let Some(pending) = self.version_with(arn, AWSPENDING) {
             if !self.stages(arn)[&pending].contains(AWSCURRENT) {
                 return pending;
@@ -486,7 +487,7 @@ impl SecretStore for FakeSecrets {
             .map(|s| SecretMetadata {
                 arn: s.arn.clone(),
                 name: s.name.clone(),
-                rotation_enabled: true,
+                rotation_enabled: self.0.rotation_enabled(&s.arn),
                 versions: s
                     .versions
                     .iter()
@@ -817,8 +818,11 @@ pub struct Realism {
     pub lag: Mutex<Option<u32>>,
     /// Key id -> how many more listings leave it out.
     lagging: Mutex<BTreeMap<String, u32>>,
-    /// Every key a listing left out since `clear_lag_seen`.
+    /// Every key a listing left out since the model last cleared it.
     pub lagged: Mutex<BTreeSet<String>>,
+    /// The secrets whose rotation a person turned off (CancelRotateSecret); RotateSecret
+    /// turns it on again.
+    rotation_off: Mutex<BTreeSet<String>>,
 }
 
 impl Realism {
@@ -977,6 +981,19 @@ impl Account {
         apis.into_iter()
             .filter(|api| self.key_works_on(key_id, api))
             .collect()
+    }
+
+    /// CancelRotateSecret: rotation off, the labels left where they are.
+    pub fn cancel_rotation(&self, arn: &str) {
+        lock(&self.realism.rotation_off).insert(arn.to_owned());
+    }
+
+    pub fn enable_rotation(&self, arn: &str) {
+        lock(&self.realism.rotation_off).remove(arn);
+    }
+
+    fn rotation_enabled(&self, arn: &str) -> bool {
+        !lock(&self.realism.rotation_off).contains(arn)
     }
 
     /// Ends every lag at once: every key shows in the next listing.

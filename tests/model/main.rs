@@ -141,6 +141,10 @@ enum Command {
     Cleanup(Option<(usize, u32, FaultKind)>),
     /// `rollback --apply [--force]`, with a fault at one of its calls.
     Rollback(Option<(usize, u32, FaultKind)>, bool),
+    /// A person turns rotation off (CancelRotateSecret). Between a rotation's steps, the
+    /// deliveries already in flight must refuse and change nothing; then the person turns
+    /// rotation on again and Secrets Manager re-runs the open rotation.
+    CancelRotation,
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -157,6 +161,7 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         fault().prop_map(Command::Cleanup),
         (fault(), any::<bool>()).prop_map(|(f, force)| Command::Rollback(f, force)),
+        Just(Command::CancelRotation),
     ]
 }
 
@@ -436,6 +441,12 @@ impl Model {
                             self.account.arm(None);
                             return Ok(Outcome::Cancelled);
                         }
+                        if matches!(command, Command::CancelRotation) {
+                            let armed = lock(&self.account.fault).take();
+                            self.in_flight_refuse(&token, &STEPS[i + 1..]).await?;
+                            self.account.enable_rotation(&self.arn);
+                            *lock(&self.account.fault) = armed;
+                        }
                     }
                     // Before any pending value is stored: once one is, the steps refuse a changed
                     // tag until the operator cancels the rotation (a refusal `check` names).
@@ -480,6 +491,24 @@ impl Model {
         ))
     }
 
+    /// With rotation turned off, the deliveries of `steps` already in flight refuse and
+    /// change nothing.
+    async fn in_flight_refuse(&mut self, token: &str, steps: &[&str]) -> Result<(), String> {
+        let before = self.snapshot();
+        for step in steps {
+            if self.step(step, token).await.is_ok() {
+                return Err(format!("{step} ran with the secret's rotation turned off"));
+            }
+        }
+        if self.snapshot() != before {
+            return Err(format!(
+                "deliveries with rotation turned off changed something: {before} -> {}",
+                self.snapshot()
+            ));
+        }
+        Ok(())
+    }
+
     /// The token's rotation was cancelled (a forced roll-back removed its AWSPENDING).
     fn cancelled(&self, token: &str) -> bool {
         let stages = self.account.stages(&self.arn);
@@ -493,6 +522,10 @@ impl Model {
     async fn operate(&mut self, command: Command) -> Result<(), String> {
         let fault = match command {
             Command::Cleanup(f) | Command::Rollback(f, _) => f,
+            Command::CancelRotation => {
+                self.account.cancel_rotation(&self.arn);
+                return Ok(());
+            }
         };
         self.account.arm(fault.map(|(op, nth, kind)| Fault {
             op: OPS[op],
@@ -525,6 +558,7 @@ impl Model {
                 Ok(out) => out.failed.is_some(),
                 Err(_) => true,
             },
+            Command::CancelRotation => false,
         }
     }
 
