@@ -586,3 +586,102 @@ async fn a_pending_version_without_a_value_reads_as_none() {
         Some("{}".to_owned())
     );
 }
+
+/// The ports return whole lists: paging is the adapters' (issue 20). Each listing follows
+/// its position or token to the last page, and stops on a token that repeats.
+#[tokio::test]
+async fn usage_plans_of_a_key_are_read_to_the_last_page() {
+    use aws_sdk_apigateway::operation::get_usage_plans::GetUsagePlansOutput;
+    use aws_sdk_apigateway::types::UsagePlan;
+    let plan = |id: &str| UsagePlan::builder().id(id).build();
+    let page1 = mock!(aws_sdk_apigateway::Client::get_usage_plans)
+        .match_requests(|r| r.key_id() == Some("k1") && r.position().is_none())
+        .then_output(move || {
+            GetUsagePlansOutput::builder()
+                .items(plan("p1"))
+                .position("two")
+                .build()
+        });
+    let page2 = mock!(aws_sdk_apigateway::Client::get_usage_plans)
+        .match_requests(|r| r.key_id() == Some("k1") && r.position() == Some("two"))
+        // Answers once: a listing that followed the repeated position would match no rule.
+        .sequence()
+        .output(move || {
+            GetUsagePlansOutput::builder()
+                .items(plan("p2"))
+                .position("two")
+                .build()
+        })
+        .build();
+    let client = mock_client!(aws_sdk_apigateway, RuleMode::MatchAny, [&page1, &page2]);
+    let plans = gateway(client).plans_of_key("k1").await;
+    assert_eq!(plans, Ok(vec!["p1".to_owned(), "p2".to_owned()]));
+    assert_eq!((page1.num_calls(), page2.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn secrets_and_their_versions_are_read_to_the_last_page() {
+    use api_key_rotator::ports::SecretCatalog;
+    use aws_sdk_secretsmanager::operation::list_secret_version_ids::ListSecretVersionIdsOutput;
+    use aws_sdk_secretsmanager::operation::list_secrets::ListSecretsOutput;
+    use aws_sdk_secretsmanager::types::{SecretListEntry, SecretVersionsListEntry};
+    let secret = |name: &str| {
+        SecretListEntry::builder()
+            .name(name)
+            .arn(format!("arn:{name}"))
+            .build()
+    };
+    let list1 = mock!(aws_sdk_secretsmanager::Client::list_secrets)
+        .match_requests(|r| r.next_token().is_none())
+        .then_output(move || {
+            ListSecretsOutput::builder()
+                .secret_list(secret("partner-a"))
+                .next_token("t2")
+                .build()
+        });
+    let list2 = mock!(aws_sdk_secretsmanager::Client::list_secrets)
+        .match_requests(|r| r.next_token() == Some("t2"))
+        .then_output(move || {
+            ListSecretsOutput::builder()
+                .secret_list(secret("partner-b"))
+                .build()
+        });
+    let version = |id: &str, secs: i64| {
+        SecretVersionsListEntry::builder()
+            .version_id(id)
+            .created_date(aws_smithy_types::DateTime::from_secs(secs))
+            .build()
+    };
+    let versions1 = mock!(aws_sdk_secretsmanager::Client::list_secret_version_ids)
+        .match_requests(|r| r.next_token().is_none())
+        .then_output(move || {
+            ListSecretVersionIdsOutput::builder()
+                .versions(version("v1", 10))
+                .next_token("t2")
+                .build()
+        });
+    let versions2 = mock!(aws_sdk_secretsmanager::Client::list_secret_version_ids)
+        .match_requests(|r| r.next_token() == Some("t2"))
+        .then_output(move || {
+            ListSecretVersionIdsOutput::builder()
+                .versions(version("v2", 10))
+                .build()
+        });
+    let client = mock_client!(
+        aws_sdk_secretsmanager,
+        RuleMode::MatchAny,
+        [&list1, &list2, &versions1, &versions2]
+    );
+    let store = AwsSecretStore::from_client(client);
+    let arns = store.list_secrets("KeyName", Some("partner-")).await;
+    assert_eq!(
+        arns,
+        Ok(vec!["arn:partner-a".to_owned(), "arn:partner-b".to_owned()])
+    );
+    // Two versions made in the same second are both kept.
+    let dates = store.version_dates("s").await.unwrap_or_default();
+    assert_eq!(
+        dates.into_iter().collect::<Vec<_>>(),
+        [("v1".to_owned(), 10), ("v2".to_owned(), 10)]
+    );
+}

@@ -638,5 +638,125 @@ async fn observe<S: SecretStore, K: KeyGateway>(
         "deleted: {}",
         k.get_key(&made.id).await.map_err(aws)?.is_none()
     ));
+    seen.extend(observe_missing_key_writes(k, &made.id).await?);
+    seen.extend(observe_tag_limits(k, arn, key_name).await?);
+    Ok(seen)
+}
+
+/// What an AWS call answered: `ok`, or its error code.
+fn answer<T>(r: &Result<T, api_key_rotator::error::AwsError>) -> String {
+    match r {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code.clone().unwrap_or_else(|| e.message.clone()),
+    }
+}
+
+/// Writes to a key that no longer exists (issue 20): API Gateway answers NotFoundException to
+/// UpdateApiKey and TagResource; the adapter reads NotFound as done for DeleteApiKey (nothing
+/// deleted), DeleteUsagePlanKey and GetTags (no tags).
+async fn observe_missing_key_writes<K: KeyGateway>(k: &K, gone: &str) -> R<Vec<String>> {
+    let mut seen = Vec::new();
+    seen.push(format!(
+        "UpdateApiKey on a missing key: {}",
+        answer(&k.set_key_enabled(gone, false).await)
+    ));
+    let tag = BTreeMap::from([("x".to_owned(), "y".to_owned())]);
+    seen.push(format!(
+        "TagResource on a missing key: {}",
+        answer(&k.tag_key(gone, &tag).await)
+    ));
+    seen.push(format!(
+        "DeleteApiKey on a missing key: {}, deleted {:?}",
+        answer(&k.delete_key(gone).await),
+        k.delete_key_if_present(gone).await.ok()
+    ));
+    seen.push(format!(
+        "DeleteUsagePlanKey on a missing key and plan: {}",
+        answer(&k.detach("nosuchplan", gone).await)
+    ));
+    seen.push(format!(
+        "CreateUsagePlanKey on a missing plan: {}",
+        answer(&k.attach("nosuchplan", gone).await)
+    ));
+    seen.push(format!(
+        "GetTags on a missing key: {:?}",
+        k.key_tags(gone).await.ok()
+    ));
+    Ok(seen)
+}
+
+/// API Gateway's tag limits on CreateApiKey and TagResource (issue 20): values of up to 256
+/// characters, keys of up to 128, 50 tags a resource.
+async fn observe_tag_limits<K: KeyGateway>(k: &K, arn: &str, key_name: &str) -> R<Vec<String>> {
+    let mut seen = Vec::new();
+    let tie = (TIE_TAG.to_owned(), arn.to_owned());
+    let mut made = Vec::new();
+    let create = |tags: Vec<(String, String)>, what: &'static str| {
+        let key = NewKey {
+            name: format!("{key_name}-limits"),
+            description: None,
+            customer_id: None,
+            tags: std::iter::once(tie.clone()).chain(tags).collect(),
+        };
+        async move { (what, k.create_key(&key).await) }
+    };
+    let cases = [
+        (
+            vec![("a".to_owned(), "v".repeat(256))],
+            "a 256-character tag value",
+        ),
+        (
+            vec![("a".to_owned(), "v".repeat(257))],
+            "a 257-character tag value",
+        ),
+        (
+            vec![("k".repeat(128), "v".to_owned())],
+            "a 128-character tag key",
+        ),
+        (
+            vec![("k".repeat(129), "v".to_owned())],
+            "a 129-character tag key",
+        ),
+        (
+            (0..49).map(|i| (format!("t{i}"), "v".to_owned())).collect(),
+            "50 tags",
+        ),
+        (
+            (0..50).map(|i| (format!("t{i}"), "v".to_owned())).collect(),
+            "51 tags",
+        ),
+    ];
+    for (tags, what) in cases {
+        let (what, out) = create(tags, what).await;
+        seen.push(format!("CreateApiKey with {what}: {}", answer(&out)));
+        if let Ok(key) = out {
+            made.push(key.id);
+        }
+    }
+    // TagResource on a key made with the tie tag alone.
+    let (_, base) = create(Vec::new(), "").await;
+    let base = base.map_err(|e| e.to_string())?;
+    made.push(base.id.clone());
+    let tag = |n: usize, value: String| -> BTreeMap<String, String> {
+        (0..n)
+            .map(|i| (format!("later{i}"), value.clone()))
+            .collect()
+    };
+    seen.push(format!(
+        "TagResource with a 257-character value: {}",
+        answer(&k.tag_key(&base.id, &tag(1, "v".repeat(257))).await)
+    ));
+    seen.push(format!(
+        "TagResource up to 50 tags: {}",
+        answer(&k.tag_key(&base.id, &tag(49, "v".to_owned())).await)
+    ));
+    let one_more = BTreeMap::from([("onemore".to_owned(), "v".to_owned())]);
+    seen.push(format!(
+        "TagResource to 51 tags: {}",
+        answer(&k.tag_key(&base.id, &one_more).await)
+    ));
+    for id in made {
+        let _ = k.delete_key(&id).await;
+    }
     Ok(seen)
 }

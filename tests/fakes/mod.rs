@@ -82,6 +82,8 @@ pub struct Account {
     /// Broken rules the function must never cause (a key deleted while attached, ...).
     pub violations: Mutex<Vec<String>>,
     next: Mutex<u32>,
+    /// What AWS and LocalStack do that a kinder fake would not (issue 20).
+    pub realism: Realism,
 }
 
 fn err(op: &'static str, code: &str, message: &str) -> AwsError {
@@ -125,6 +127,7 @@ impl Account {
             hide_later_tags: local,
             drop_unlabelled: local,
             immutable_versions: !local,
+            realism: Realism::playing(playing),
             ..Account::default()
         })
     }
@@ -295,6 +298,7 @@ impl Account {
     /// RotateSecret: a valueless AWSPENDING version for a new token, or, while AWSPENDING sits
     /// off AWSCURRENT, the token of that unfinished rotation (AWS then re-runs it).
     pub fn rotate_secret(&self, arn: &str, token: &str) -> String {
+        self.enable_rotation(arn);
         if let Some(pending) = self.version_with(arn, AWSPENDING) {
             if !self.stages(arn)[&pending].contains(AWSCURRENT) {
                 return pending;
@@ -439,6 +443,38 @@ impl Prober for OkProber {
     }
 }
 
+/// The data plane, as API Gateway answers a request with `x-api-key` (testSecret's probe): 2xx
+/// when a key with that value exists, is enabled and is on a usage plan covering the URL's API
+/// (`https://{api}.execute-api.{region}.amazonaws.com/...`); otherwise 403. The probe is an
+/// operation (`Probe`) a fault can make fail or time out.
+pub struct DataPlane(pub Arc<Account>);
+
+#[async_trait]
+impl Prober for DataPlane {
+    async fn probe(&self, url: &reqwest::Url, key: &KeyValue) -> StepResult<()> {
+        tokio::task::yield_now().await;
+        let failed = |why: &str| api_key_rotator::error::Failure::test(why.to_owned());
+        match self.0.enter("Probe") {
+            Err(_) => return Err(failed("injected: the probe failed")),
+            Ok(true) => return Err(failed("injected: the probe timed out")),
+            Ok(false) => {}
+        }
+        let api = url
+            .host_str()
+            .and_then(|h| h.split_once(".execute-api."))
+            .map(|(api, _)| api.to_owned())
+            .unwrap_or_default();
+        let id = lock(&self.0.keys)
+            .iter()
+            .find(|(_, k)| k.key.value.as_ref().map(KeyValue::expose) == Some(key.expose()))
+            .map(|(id, _)| id.clone());
+        match id {
+            Some(id) if self.0.key_works_on(&id, &api) => Ok(()),
+            _ => Err(failed("the probe was answered 403 Forbidden")),
+        }
+    }
+}
+
 #[async_trait]
 impl SecretStore for FakeSecrets {
     async fn describe(&self, secret_id: &str) -> Result<Option<SecretMetadata>, AwsError> {
@@ -451,7 +487,7 @@ impl SecretStore for FakeSecrets {
             .map(|s| SecretMetadata {
                 arn: s.arn.clone(),
                 name: s.name.clone(),
-                rotation_enabled: true,
+                rotation_enabled: self.0.rotation_enabled(&s.arn),
                 versions: s
                     .versions
                     .iter()
@@ -558,9 +594,11 @@ impl KeyGateway for FakeGateway {
     async fn find_keys_with_prefix(&self, prefix: &str) -> Result<Vec<ApiKey>, AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("GetApiKeys")?;
+        let lagging = self.0.listing_lag();
         let out = lock(&self.0.keys)
             .values()
             .filter(|k| k.key.name.starts_with(prefix))
+            .filter(|k| !lagging.contains(&k.key.id))
             .map(|k| ApiKey {
                 value: None,
                 ..self.0.visible(k)
@@ -576,6 +614,8 @@ impl KeyGateway for FakeGateway {
     async fn create_key(&self, key: &NewKey) -> Result<ApiKey, AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("CreateApiKey")?;
+        self.0
+            .tags_fit("CreateApiKey", &BTreeMap::new(), &key.tags)?;
         let id = self.0.fresh_id("k");
         let n = *lock(&self.0.next);
         let made = ApiKey {
@@ -588,6 +628,7 @@ impl KeyGateway for FakeGateway {
             tags: key.tags.clone(),
             created: Some(i64::from(n)),
         };
+        self.0.start_lag(&id);
         lock(&self.0.keys).insert(
             id,
             Key {
@@ -601,6 +642,7 @@ impl KeyGateway for FakeGateway {
     async fn tag_key(&self, key_id: &str, tags: &BTreeMap<String, String>) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("TagResource")?;
+        self.0.tag_resource_checks(key_id, tags)?;
         if let Some(k) = lock(&self.0.keys).get_mut(key_id) {
             k.later_tags.extend(tags.clone());
         }
@@ -621,13 +663,14 @@ impl KeyGateway for FakeGateway {
                 }
                 tags
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| self.0.ghost_tags(key_id));
         Account::leave("GetTags", lost, out)
     }
 
     async fn set_key_enabled(&self, key_id: &str, enabled: bool) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("UpdateApiKey")?;
+        self.0.key_must_exist("UpdateApiKey", key_id)?;
         self.0.untied_write(key_id, "UpdateApiKey");
         self.0.set_enabled_raw(key_id, enabled);
         Account::leave("UpdateApiKey", lost, ())
@@ -640,9 +683,16 @@ impl KeyGateway for FakeGateway {
         if !self.0.plans_of(key_id).is_empty() {
             lock(&self.0.violations).push(format!("key {key_id} deleted while attached"));
         }
+        self.0.keep_ghost_tags(key_id);
         lock(&self.0.keys).remove(key_id);
         lock(&self.0.attached).retain(|(_, k)| k != key_id);
         Account::leave("DeleteApiKey", lost, ())
+    }
+
+    async fn delete_key_if_present(&self, key_id: &str) -> Result<bool, AwsError> {
+        // The adapter reads DeleteApiKey's NotFoundException as "already gone".
+        let present = lock(&self.0.keys).contains_key(key_id);
+        self.delete_key(key_id).await.map(|()| present)
     }
 
     async fn plans_of_key(&self, key_id: &str) -> Result<Vec<String>, AwsError> {
@@ -690,6 +740,7 @@ impl KeyGateway for FakeGateway {
     async fn detach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
         let lost = self.0.enter("DeleteUsagePlanKey")?;
+        self.0.detach_from_missing_plan(plan_id)?;
         lock(&self.0.attached).remove(&(plan_id.to_owned(), key_id.to_owned()));
         Account::leave("DeleteUsagePlanKey", lost, ())
     }
@@ -737,5 +788,235 @@ impl FunctionReader for NoFunctions {
         _function: &str,
     ) -> Result<Option<FunctionSettings>, AwsError> {
         Ok(None)
+    }
+}
+
+/// API Gateway's tag limits (its documentation; LocalStack enforces none): at most 50 tags a
+/// resource, keys of 1 to 128 characters, values of up to 256.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_KEY_CHARS: usize = 128;
+pub const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// Behaviours of the real services that the function could be wrong about (issue 20), each
+/// held to LocalStack by `the_model_fakes_behave_as_the_local_aws` where LocalStack has it.
+#[derive(Debug, Default)]
+pub struct Realism {
+    /// CreateApiKey and TagResource over API Gateway's tag limits answer BadRequestException
+    /// (AWS; LocalStack takes anything).
+    pub tag_limits: bool,
+    /// TagResource on a key that does not exist succeeds, and GetTags then shows the tags,
+    /// as do the tags of a deleted key (LocalStack keeps tags apart from the resource); AWS
+    /// answers NotFoundException.
+    pub tags_outlive_keys: bool,
+    /// DeleteUsagePlanKey on a usage plan that does not exist answers InternalError
+    /// (LocalStack); AWS answers NotFoundException, which the adapter reads as done.
+    pub detach_missing_plan_fails: bool,
+    /// Tags TagResource put on keys that do not exist (LocalStack only).
+    ghosts: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    /// The generated fault "GetApiKeys lags": every key created while it is `Some(n)` is
+    /// missing from the next `n` GetApiKeys listings.
+    pub lag: Mutex<Option<u32>>,
+    /// Key id -> how many more listings leave it out.
+    lagging: Mutex<BTreeMap<String, u32>>,
+    /// Every key a listing left out since the model last cleared it.
+    pub lagged: Mutex<BTreeSet<String>>,
+    /// The secrets whose rotation a person turned off (CancelRotateSecret); RotateSecret
+    /// turns it on again.
+    rotation_off: Mutex<BTreeSet<String>>,
+}
+
+impl Realism {
+    fn playing(playing: Playing) -> Realism {
+        let local = playing == Playing::LocalStack;
+        Realism {
+            tag_limits: !local,
+            tags_outlive_keys: local,
+            detach_missing_plan_fails: local,
+            ..Realism::default()
+        }
+    }
+}
+
+impl Account {
+    /// UpdateApiKey (and TagResource on AWS) on a key that does not exist: NotFoundException,
+    /// as AWS and LocalStack answer.
+    fn key_must_exist(&self, op: &'static str, key_id: &str) -> Result<(), AwsError> {
+        if lock(&self.keys).contains_key(key_id) {
+            Ok(())
+        } else {
+            Err(err(
+                op,
+                "NotFoundException",
+                "Invalid API Key identifier specified",
+            ))
+        }
+    }
+
+    /// BadRequestException when `added` on top of `existing` breaks API Gateway's tag limits.
+    fn tags_fit(
+        &self,
+        op: &'static str,
+        existing: &BTreeMap<String, String>,
+        added: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        if !self.realism.tag_limits {
+            return Ok(());
+        }
+        let count = existing
+            .keys()
+            .chain(added.keys())
+            .collect::<BTreeSet<_>>()
+            .len();
+        let bad = added.iter().find(|(k, v)| {
+            !(1..=MAX_TAG_KEY_CHARS).contains(&k.chars().count())
+                || v.chars().count() > MAX_TAG_VALUE_CHARS
+        });
+        if let Some((k, _)) = bad {
+            return Err(err(
+                op,
+                "BadRequestException",
+                &format!("the tag {k} is over API Gateway's key or value length limit"),
+            ));
+        }
+        if count > MAX_TAGS {
+            return Err(err(
+                op,
+                "BadRequestException",
+                &format!("{count} tags: API Gateway takes at most {MAX_TAGS} a resource"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// TagResource's answers before it takes effect: NotFoundException for a missing key on
+    /// AWS (LocalStack keeps the tags apart), BadRequestException over the tag limits.
+    fn tag_resource_checks(
+        &self,
+        key_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        let op = "TagResource";
+        let existing = lock(&self.keys).get(key_id).map(|k| {
+            let mut all = k.key.tags.clone();
+            all.extend(k.later_tags.clone());
+            all
+        });
+        match existing {
+            Some(existing) => self.tags_fit(op, &existing, tags),
+            None if self.realism.tags_outlive_keys => {
+                lock(&self.realism.ghosts)
+                    .entry(key_id.to_owned())
+                    .or_default()
+                    .extend(tags.clone());
+                Ok(())
+            }
+            None => self.key_must_exist(op, key_id),
+        }
+    }
+
+    /// On LocalStack the tags TagResource added outlive the key.
+    fn keep_ghost_tags(&self, key_id: &str) {
+        if !self.realism.tags_outlive_keys {
+            return;
+        }
+        if let Some(k) = lock(&self.keys).get(key_id) {
+            lock(&self.realism.ghosts)
+                .entry(key_id.to_owned())
+                .or_default()
+                .extend(k.later_tags.clone());
+        }
+    }
+
+    /// GetTags on a key that does not exist: nothing on AWS (the adapter reads NotFound as no
+    /// tags), what LocalStack kept on LocalStack.
+    fn ghost_tags(&self, key_id: &str) -> BTreeMap<String, String> {
+        lock(&self.realism.ghosts)
+            .get(key_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn detach_from_missing_plan(&self, plan_id: &str) -> Result<(), AwsError> {
+        if self.realism.detach_missing_plan_fails && !lock(&self.plans).contains_key(plan_id) {
+            return Err(err(
+                "DeleteUsagePlanKey",
+                "InternalError",
+                "LocalStack: no such usage plan",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Arms (or, with `None`, disarms) the lagging listing for keys created from now on.
+    pub fn lag_new_keys(&self, listings: Option<u32>) {
+        *lock(&self.realism.lag) = listings;
+    }
+
+    /// A person deletes the key (the console, the CLI): no port call, no rule checked.
+    pub fn delete_by_hand(&self, key_id: &str) {
+        self.keep_ghost_tags(key_id);
+        lock(&self.keys).remove(key_id);
+        lock(&self.attached).retain(|(_, k)| k != key_id);
+    }
+
+    /// Whether API Gateway lets a request with the key into `api`: the key exists, is enabled,
+    /// and is on a usage plan that covers the API.
+    pub fn key_works_on(&self, key_id: &str, api: &str) -> bool {
+        let enabled = lock(&self.keys).get(key_id).is_some_and(|k| k.key.enabled);
+        let plans = lock(&self.plans);
+        enabled
+            && self.plans_of(key_id).iter().any(|p| {
+                plans
+                    .get(p)
+                    .is_some_and(|plan| plan.api_stages.iter().any(|(a, _)| a == api))
+            })
+    }
+
+    /// The APIs a request with the key gets into.
+    pub fn apis_of(&self, key_id: &str) -> BTreeSet<String> {
+        let apis: BTreeSet<String> = lock(&self.plans)
+            .values()
+            .flat_map(|p| p.api_stages.iter().map(|(a, _)| a.clone()))
+            .collect();
+        apis.into_iter()
+            .filter(|api| self.key_works_on(key_id, api))
+            .collect()
+    }
+
+    /// CancelRotateSecret: rotation off, the labels left where they are.
+    pub fn cancel_rotation(&self, arn: &str) {
+        lock(&self.realism.rotation_off).insert(arn.to_owned());
+    }
+
+    pub fn enable_rotation(&self, arn: &str) {
+        lock(&self.realism.rotation_off).remove(arn);
+    }
+
+    fn rotation_enabled(&self, arn: &str) -> bool {
+        !lock(&self.realism.rotation_off).contains(arn)
+    }
+
+    /// Ends every lag at once: every key shows in the next listing.
+    pub fn end_lag(&self) {
+        *lock(&self.realism.lag) = None;
+        lock(&self.realism.lagging).clear();
+    }
+
+    fn start_lag(&self, key_id: &str) {
+        if let Some(n) = *lock(&self.realism.lag) {
+            lock(&self.realism.lagging).insert(key_id.to_owned(), n);
+        }
+    }
+
+    /// The keys this GetApiKeys listing leaves out; each lag is one listing shorter after it.
+    fn listing_lag(&self) -> BTreeSet<String> {
+        let mut lagging = lock(&self.realism.lagging);
+        let hidden: BTreeSet<String> = lagging.keys().cloned().collect();
+        lagging.retain(|_, n| {
+            *n = n.saturating_sub(1);
+            *n > 0
+        });
+        lock(&self.realism.lagged).extend(hidden.iter().cloned());
+        hidden
     }
 }

@@ -2,7 +2,8 @@
 //! `KeyName` and `UsagePlan` changes (between rotations and inside failing ones), roll-backs,
 //! concurrent duplicate deliveries (interleaved at every call), late replays, a tampered record,
 //! a person's writes (a staged pending value naming a key the function did not make, an
-//! AWSCURRENT value the function cannot parse), the operator commands `cleanup --apply` and
+//! AWSCURRENT value the function cannot parse, the current key deleted by hand, the secret
+//! filled up to its 50 tags), a lagging GetApiKeys listing, the operator commands `cleanup --apply` and
 //! `rollback --apply [--force]` (between rotations and between a rotation's steps, each
 //! interrupted at any call), and faults (a call failing, or its answer lost after it took
 //! effect), each followed by the whole rotation being re-run with the same token, as Secrets
@@ -10,7 +11,8 @@
 //! ports (`tests/fakes`), playing AWS or LocalStack where they differ. After every action the
 //! safety invariant is checked (the key AWSCURRENT names works, under keep-previous the key
 //! AWSPREVIOUS names works, nothing outside the secret changed); after every completed rotation
-//! the ownership invariant (`docs/design/ownership.md`); a failure names the action.
+//! the ownership invariant (`docs/design/ownership.md`: under disable and keep-previous the key
+//! AWSPREVIOUS names must still exist); a failure names the action.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 
@@ -25,13 +27,13 @@ use api_key_rotator::ops::{Operator, SettingsOverrides};
 use api_key_rotator::ports::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use api_key_rotator::Rotator;
 use fakes::{
-    lock, Account, FakeGateway, FakeSecrets, Fault, FaultKind, NoFunctions, OkProber, Playing,
+    lock, Account, DataPlane, FakeGateway, FakeSecrets, Fault, FaultKind, NoFunctions, Playing,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-type Fake = Rotator<FakeSecrets, FakeGateway, OkProber>;
-type FakeOperator = Operator<FakeSecrets, FakeGateway, OkProber, NoFunctions>;
+type Fake = Rotator<FakeSecrets, FakeGateway, DataPlane>;
+type FakeOperator = Operator<FakeSecrets, FakeGateway, DataPlane, NoFunctions>;
 
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 const KEY_NAMES: [&str; 3] = ["partner-a", "partner-b", "partner"];
@@ -42,7 +44,7 @@ const POLICIES: [OldKeyAction; 3] = [
 ];
 /// p1 and p3 cover the same stage (a1/prod); p2 covers a2.
 const PLANS: [&str; 4] = ["p1", "p2", "p1,p2", "p3"];
-const OPS: [&str; 17] = [
+const OPS: [&str; 18] = [
     "ListSecretVersionIds",
     "ListSecrets",
     "GetTags",
@@ -60,6 +62,7 @@ const OPS: [&str; 17] = [
     "GetUsagePlans",
     "CreateUsagePlanKey",
     "DeleteUsagePlanKey",
+    "Probe",
 ];
 /// Secrets Manager played strictly: the first try and five re-runs.
 const TRIES: usize = 6;
@@ -117,6 +120,18 @@ enum Action {
     LateFinish,
     /// Someone with PutSecretValue writes the neighbours' key ids into the record.
     TamperRecord,
+    /// From now on GetApiKeys lags (AWS's listings are eventually consistent): every key created
+    /// is missing from the next n listings; `None` ends the lag for keys created from now on.
+    Lag(Option<u32>),
+    /// A person deletes the key AWSCURRENT names (a full value the function wrote): the next
+    /// rotation must make a new key and complete, whatever the policy.
+    DeleteCurrentKey,
+    /// A person fills the secret up to the 50 tags Secrets Manager takes (47 besides the
+    /// function's three), or removes them again: the keys must still fit API Gateway's 50.
+    FullTags(bool),
+    /// A `TestUrl` on an API the plans cover is set (kept pointing at one as `UsagePlan`
+    /// changes) or removed: testSecret then probes the data plane with the new key.
+    TestUrl(bool),
 }
 
 /// An operator command, run through the real operator code (`api_key_rotator::ops`).
@@ -126,6 +141,10 @@ enum Command {
     Cleanup(Option<(usize, u32, FaultKind)>),
     /// `rollback --apply [--force]`, with a fault at one of its calls.
     Rollback(Option<(usize, u32, FaultKind)>, bool),
+    /// A person turns rotation off (CancelRotateSecret). Between a rotation's steps, the
+    /// deliveries already in flight must refuse and change nothing; then the person turns
+    /// rotation on again and Secrets Manager re-runs the open rotation.
+    CancelRotation,
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -142,6 +161,7 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         fault().prop_map(Command::Cleanup),
         (fault(), any::<bool>()).prop_map(|(f, force)| Command::Rollback(f, force)),
+        Just(Command::CancelRotation),
     ]
 }
 
@@ -180,6 +200,10 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::RollBackForgettingPending),
         1 => Just(Action::LateFinish),
         1 => Just(Action::TamperRecord),
+        1 => prop::option::weighted(0.7, 1..6u32).prop_map(Action::Lag),
+        1 => Just(Action::DeleteCurrentKey),
+        1 => any::<bool>().prop_map(Action::FullTags),
+        1 => any::<bool>().prop_map(Action::TestUrl),
     ]
 }
 
@@ -205,6 +229,8 @@ enum Outcome {
 struct Labelled {
     current: Option<(String, String, Option<bool>)>,
     previous: Option<(String, String, Option<bool>)>,
+    /// The APIs a request with each key gets into (`DataPlane`): key id -> APIs.
+    apis: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The test's own bookkeeping beside the fakes.
@@ -226,6 +252,11 @@ struct Model {
     refused: bool,
     /// The current `KeyName`.
     key_name: usize,
+    /// Keys a person deleted: no policy can keep them.
+    deleted_by_hand: BTreeSet<String>,
+    /// The `UsagePlan` tag (an index into PLANS), and whether a TestUrl is set.
+    plans: usize,
+    test_url: bool,
 }
 
 impl Model {
@@ -287,7 +318,7 @@ impl Model {
             Rotator::new(
                 FakeSecrets(account.clone()),
                 FakeGateway(account.clone()),
-                OkProber,
+                DataPlane(account.clone()),
                 Ok(FunctionConfig::default()),
             ),
             NoFunctions,
@@ -297,7 +328,7 @@ impl Model {
         let rotator = Rotator::new(
             FakeSecrets(account.clone()),
             FakeGateway(account.clone()),
-            OkProber,
+            DataPlane(account.clone()),
             Ok(FunctionConfig::default()),
         );
         Model {
@@ -313,6 +344,9 @@ impl Model {
             tokens: 0,
             refused: false,
             key_name: 0,
+            deleted_by_hand: BTreeSet::new(),
+            plans: 0,
+            test_url: false,
         }
     }
 
@@ -348,6 +382,18 @@ impl Model {
             .map(str::to_owned)
     }
 
+    /// Sets the `UsagePlan` tag, and the TestUrl, when there is one, to the first API the
+    /// plans cover.
+    fn set_plans(&mut self, plans: usize) {
+        self.plans = plans;
+        self.account.set_tag(&self.arn, "UsagePlan", PLANS[plans]);
+        if self.test_url {
+            let api = if PLANS[plans] == "p2" { "a2" } else { "a1" };
+            let url = format!("https://{api}.execute-api.us-east-1.amazonaws.com/prod/health");
+            self.account.set_tag(&self.arn, "TestUrl", &url);
+        }
+    }
+
     fn rename(&mut self, name: usize) {
         self.key_name = name;
         self.account.set_tag(&self.arn, "KeyName", KEY_NAMES[name]);
@@ -364,6 +410,7 @@ impl Model {
         let fresh = self.token();
         let token = self.account.rotate_secret(&self.arn, &fresh);
         let rolled_back = token != fresh;
+        lock(&self.account.realism.lagged).clear();
         self.account.arm(fault.map(|(op, nth, kind)| Fault {
             op: OPS[op],
             nth,
@@ -394,12 +441,18 @@ impl Model {
                             self.account.arm(None);
                             return Ok(Outcome::Cancelled);
                         }
+                        if matches!(command, Command::CancelRotation) {
+                            let armed = lock(&self.account.fault).take();
+                            self.in_flight_refuse(&token, &STEPS[i + 1..]).await?;
+                            self.account.enable_rotation(&self.arn);
+                            *lock(&self.account.fault) = armed;
+                        }
                     }
                     // Before any pending value is stored: once one is, the steps refuse a changed
                     // tag until the operator cancels the rotation (a refusal `check` names).
                     let stored = self.account.value_of(&self.arn, &token).is_some();
                     if let (Some(plan), Err(_), 0, false) = (replan, &result, i, stored) {
-                        self.account.set_tag(&self.arn, "UsagePlan", PLANS[plan]);
+                        self.set_plans(plan);
                     }
                 }
                 if let Err(e) = result {
@@ -438,6 +491,24 @@ impl Model {
         ))
     }
 
+    /// With rotation turned off, the deliveries of `steps` already in flight refuse and
+    /// change nothing.
+    async fn in_flight_refuse(&mut self, token: &str, steps: &[&str]) -> Result<(), String> {
+        let before = self.snapshot();
+        for step in steps {
+            if self.step(step, token).await.is_ok() {
+                return Err(format!("{step} ran with the secret's rotation turned off"));
+            }
+        }
+        if self.snapshot() != before {
+            return Err(format!(
+                "deliveries with rotation turned off changed something: {before} -> {}",
+                self.snapshot()
+            ));
+        }
+        Ok(())
+    }
+
     /// The token's rotation was cancelled (a forced roll-back removed its AWSPENDING).
     fn cancelled(&self, token: &str) -> bool {
         let stages = self.account.stages(&self.arn);
@@ -451,6 +522,10 @@ impl Model {
     async fn operate(&mut self, command: Command) -> Result<(), String> {
         let fault = match command {
             Command::Cleanup(f) | Command::Rollback(f, _) => f,
+            Command::CancelRotation => {
+                self.account.cancel_rotation(&self.arn);
+                return Ok(());
+            }
         };
         self.account.arm(fault.map(|(op, nth, kind)| Fault {
             op: OPS[op],
@@ -483,6 +558,7 @@ impl Model {
                 Ok(out) => out.failed.is_some(),
                 Err(_) => true,
             },
+            Command::CancelRotation => false,
         }
     }
 
@@ -496,9 +572,17 @@ impl Model {
             let alive = keys.get(&key).map(|k| k.key.enabled);
             Some((version, key, alive))
         };
+        let (current, previous) = (state(AWSCURRENT), state(AWSPREVIOUS));
+        drop(keys);
+        let apis = [&current, &previous]
+            .into_iter()
+            .flatten()
+            .map(|(_, k, _)| (k.clone(), self.account.apis_of(k)))
+            .collect();
         Labelled {
-            current: state(AWSCURRENT),
-            previous: state(AWSPREVIOUS),
+            current,
+            previous,
+            apis,
         }
     }
 
@@ -511,6 +595,12 @@ impl Model {
             if v == v2 && k == k2 && *alive != Some(true) {
                 return Err(format!("the key AWSCURRENT names ({k}) stopped working"));
             }
+            if v == v2 && k == k2 && !now.apis[k].is_superset(&before.apis[k]) {
+                return Err(format!(
+                    "the key AWSCURRENT names ({k}) lost an API: it got into {:?}, now {:?}",
+                    before.apis[k], now.apis[k]
+                ));
+            }
         }
         if self.policy == OldKeyAction::KeepPrevious {
             if let (Some((v, k, Some(true))), Some((v2, k2, alive))) =
@@ -519,6 +609,12 @@ impl Model {
                 if v == v2 && k == k2 && *alive != Some(true) {
                     return Err(format!(
                         "keep-previous: the key AWSPREVIOUS names ({k}) stopped working"
+                    ));
+                }
+                if v == v2 && k == k2 && !now.apis[k].is_superset(&before.apis[k]) {
+                    return Err(format!(
+                        "keep-previous: the key AWSPREVIOUS names ({k}) lost an API: it got into {:?}, now {:?}",
+                        before.apis[k], now.apis[k]
                     ));
                 }
             }
@@ -728,8 +824,37 @@ impl Model {
         if !enabled(&current) {
             return Err(format!("the current key {current} is not enabled"));
         }
-        let others: BTreeSet<&String> =
-            alive.iter().copied().filter(|id| **id != current).collect();
+        // A key a lagging listing hid during the rotation may outlive it (the steps could not
+        // see it), as long as it is tied to the secret: the next rotation that sees it retires
+        // it (the closing rotation runs without lag).
+        let lagged = lock(&self.account.realism.lagged).clone();
+        let hidden = |id: &String| lagged.contains(id) && Some(id) != previous.as_ref();
+        if let Some(id) = alive
+            .iter()
+            .find(|id| hidden(id) && keys[id.as_str()].key.tags.get(TIE_TAG) != Some(&self.arn))
+        {
+            return Err(format!(
+                "the key {id} a listing hid is not tied to the secret"
+            ));
+        }
+        let others: BTreeSet<&String> = alive
+            .iter()
+            .copied()
+            .filter(|id| **id != current && !hidden(id))
+            .collect();
+        // Under disable and keep-previous the key AWSPREVIOUS names is the one clients fall back
+        // to: when it is one the secret held, it must still exist (issue 20).
+        if let Some(p) = previous
+            .as_ref()
+            .filter(|p| self.ever.contains(*p) && !self.deleted_by_hand.contains(*p))
+        {
+            if self.policy != OldKeyAction::Delete && !keys.contains_key(p) {
+                return Err(format!(
+                    "{}: the previous key {p} no longer exists",
+                    self.policy.as_str()
+                ));
+            }
+        }
         match self.policy {
             OldKeyAction::Delete => {
                 if !others.is_empty() {
@@ -817,6 +942,9 @@ impl Model {
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
         let before = self.labelled_state();
         self.act(action).await?;
+        if matches!(action, Action::DeleteCurrentKey) {
+            return self.check_neighbours();
+        }
         self.check_safety(&before)
     }
 
@@ -863,7 +991,16 @@ impl Model {
                 self.account
                     .set_tag(&self.arn, "OldKeyAction", POLICIES[*n].as_str());
             }
-            Action::Plan(n) => self.account.set_tag(&self.arn, "UsagePlan", PLANS[*n]),
+            Action::Plan(n) => self.set_plans(*n),
+            Action::TestUrl(on) => {
+                self.test_url = *on;
+                if !on {
+                    if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+                        s.tags.retain(|(k, _)| k != "TestUrl");
+                    }
+                }
+                self.set_plans(self.plans);
+            }
             Action::RollBack => {
                 self.roll_back(true);
                 self.check_neighbours()?;
@@ -927,6 +1064,30 @@ impl Model {
                 self.last_token = Some(token);
                 self.check()?;
             }
+            Action::Lag(listings) => self.account.lag_new_keys(*listings),
+            Action::FullTags(full) => {
+                if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+                    s.tags.retain(|(k, _)| !k.starts_with("team-"));
+                    if *full {
+                        s.tags
+                            .extend((0..47).map(|i| (format!("team-{i}"), format!("value-{i}"))));
+                    }
+                }
+            }
+            Action::DeleteCurrentKey => {
+                // An adopted `{"api_key_id"}` naming a missing key is refused by design.
+                let full = self
+                    .version_value(AWSCURRENT)
+                    .is_some_and(|v| v.get("api_key_value").is_some());
+                let Some(key) = self
+                    .key_of(AWSCURRENT)
+                    .filter(|k| full && self.ever.contains(k))
+                else {
+                    return Ok(());
+                };
+                self.account.delete_by_hand(&key);
+                self.deleted_by_hand.insert(key);
+            }
             Action::TamperRecord => {
                 let Some(current) = self.account.version_with(&self.arn, AWSCURRENT) else {
                     return Ok(());
@@ -984,7 +1145,9 @@ fn run(start: Start, playing: Playing, actions: &[Action]) -> Result<(), String>
                 .await
                 .map_err(|e| format!("after action {i} ({action:?}): {e}"))?;
         }
-        // Whatever happened, one more clean rotation ends in the invariant.
+        // Whatever happened, one more clean rotation, with every listing caught up, ends in
+        // the invariant.
+        model.account.end_lag();
         model
             .apply(&Action::Rotate {
                 fault: None,
