@@ -17,8 +17,10 @@ pub const TAG_OLD_KEY_ACTION: &str = "OldKeyAction";
 pub const TAG_TEST_URL: &str = "TestUrl";
 /// The tag on every key this function creates or adopts, holding the secret's ARN.
 pub const TIE_TAG: &str = "api-key-rotator:secret-arn";
-/// API Gateway takes at most 50 tags a resource; one is the tie tag.
-const MAX_COPIED_TAGS: usize = 49;
+/// API Gateway takes at most 50 tags a resource.
+pub const MAX_KEY_TAGS: usize = 50;
+/// One of a key's tags is the tie tag.
+const MAX_COPIED_TAGS: usize = MAX_KEY_TAGS - 1;
 
 /// What happens to the old key once the new one is AWSCURRENT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,6 +60,7 @@ codes! {
     AdoptedKeyNotFound = "adopted-key-not-found", InvalidConfiguration;
     CurrentKeyGone = "current-key-gone", RotationState;
     CurrentKeyForeign = "current-key-foreign", InvalidConfiguration;
+    KeyTagsFull = "key-tags-full", InvalidConfiguration;
     RotationNotEnabled = "rotation-not-enabled", RotationState;
     RotationFunctionUnset = "rotation-function-unset", RotationState;
     RotationScheduleUnset = "rotation-schedule-unset", RotationState;

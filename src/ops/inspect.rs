@@ -211,6 +211,7 @@ where
                 findings.push(f);
             }
         }
+        findings.extend(validate::untied_keys_full(&survey));
         findings.extend(rules::rotation_findings(&meta));
         findings.extend(rules::open_rotation_findings(
             &meta, &values, &dates, &resolved, &survey,

@@ -55,6 +55,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             }
             (key, None) => key,
         };
+        if let Some(full) = validate::untied_keys_full(&survey).into_iter().next() {
+            return Err(full.into());
+        }
         for tag in &settings.skipped_tags {
             tracing::warn!(tag_key = %tag, "tag not copied: API Gateway cannot take its key or value");
         }

@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 
 use super::Rotator;
-use crate::config::RotationSettings;
+use crate::config::{RotationSettings, MAX_KEY_TAGS, TIE_TAG};
 use crate::error::StepResult;
 use crate::finding::{Code, Finding};
-use crate::ownership::Survey;
+use crate::ownership::{Survey, Tie};
 use crate::ports::{
     ApiKey, KeyGateway, Prober, SecretMetadata, SecretStore, UsagePlan, AWSCURRENT, AWSPREVIOUS,
 };
@@ -111,6 +111,27 @@ pub(crate) fn current_key(
             )),
         ),
     }
+}
+
+/// Every untied key a labelled version holds is tied before anything else (adoption, a
+/// migration's previous key), and API Gateway takes at most 50 tags a key: one that carries 50
+/// already cannot take the tie, so the rotation would fail at its first change, on every try.
+pub(crate) fn untied_keys_full(survey: &Survey) -> Vec<Finding> {
+    survey
+        .owned
+        .iter()
+        .filter(|(_, o)| o.tie == Tie::Untied && o.key.tags.len() >= MAX_KEY_TAGS)
+        .map(|(id, o)| {
+            Finding::error(
+                Code::KeyTagsFull,
+                format!(
+                    "key {id}, which a version of the secret holds, carries {} tags, API Gateway's most: the function cannot add its tie ({TIE_TAG}), which it writes before any other change",
+                    o.key.tags.len()
+                ),
+                format!("remove one tag from the key (aws apigateway untag-resource --resource-arn arn:aws:apigateway:<region>::/apikeys/{id} --tag-keys <key>), then rotate"),
+            )
+        })
+        .collect()
 }
 
 /// A version that is AWSPREVIOUS as well as AWSPENDING was current once and rolled back from:

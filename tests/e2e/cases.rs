@@ -38,6 +38,7 @@ use crate::permissions::{
     a_retired_key_is_detached_only_from_allow_listed_plans,
     a_reused_key_on_a_plan_outside_the_allow_list_is_refused,
     a_rollback_to_a_plan_outside_the_allow_list_is_refused,
+    adopting_a_key_with_fifty_tags_is_refused_before_any_change,
 };
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::runtime::Function;
@@ -92,6 +93,7 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         a_retired_key_is_detached_only_from_allow_listed_plans,
         a_reused_key_on_a_plan_outside_the_allow_list_is_refused,
         a_rollback_to_a_plan_outside_the_allow_list_is_refused,
+        adopting_a_key_with_fifty_tags_is_refused_before_any_change,
         // The adversary's sequences (issue 18, items 2 to 9).
         adversary_keyname_flip_flop_under_keep_previous,
         adversary_a_staged_pending_value_naming_another_secrets_key,

@@ -172,3 +172,77 @@ pub async fn a_rollback_to_a_plan_outside_the_allow_list_is_refused(w: Arc<World
     );
     Ok(())
 }
+
+/// API Gateway takes at most 50 tags a key, and the function ties every untied key a version
+/// holds before any other change: a key to adopt that carries 50 tags already cannot take the
+/// tie, and on AWS createSecret would fail at TagResource on every try. It is refused before
+/// any change (InvalidConfiguration, naming the key), and `check` reports `key-tags-full`.
+/// Guard: `validate::untied_keys_full` in createSecret (LocalStack enforces no tag limit, so
+/// without the guard the rotation goes through here).
+pub async fn adopting_a_key_with_fifty_tags_is_refused_before_any_change(w: Arc<World>) -> R<()> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let tags: std::collections::HashMap<String, String> =
+        (0..50).map(|i| (format!("t{i}"), "v".to_owned())).collect();
+    let k =
+        w.ag.create_api_key()
+            .name(w.unique("full"))
+            .enabled(true)
+            .set_tags(Some(tags))
+            .send()
+            .await?;
+    let id = k.id().unwrap_or_default().to_owned();
+    w.attach(&plan, &id).await?;
+    let key_name = w.unique("partner");
+    let value = serde_json::json!({ "api_key_id": id }).to_string();
+    let secret = w
+        .create_secret(
+            Some(&value),
+            &[("KeyName", &key_name), ("UsagePlan", &plan)],
+        )
+        .await?;
+    let r = w.rotator(&w.endpoint, config()).await?;
+    let token = w.open_rotation(&secret).await?;
+    let before = w.snapshot(&secret, &[&plan]).await?;
+    match r
+        .handle(&World::event("createSecret", &secret, &token))
+        .await
+    {
+        Err(e) => ensure!(
+            e.kind == ErrorKind::InvalidConfiguration
+                && e.cause.contains(&id)
+                && e.cause.contains("50 tags"),
+            "createSecret failed, but not with the refusal of a full key: {e}"
+        ),
+        Ok(()) => return Err("createSecret went on with a key that cannot take the tie".into()),
+    }
+    ensure!(
+        before == w.snapshot(&secret, &[&plan]).await?,
+        "the refused createSecret changed something"
+    );
+    let arn = format!(
+        "arn:aws:apigateway:{}::/apikeys/{id}",
+        crate::support::world::REGION
+    );
+    // LocalStack's GetTags shows only tags added later, GetApiKey only those given at creation.
+    let later = w.ag.get_tags().resource_arn(arn).send().await?;
+    ensure!(
+        later.tags().is_none_or(|t| t.is_empty()),
+        "tags were added to the key: {:?}",
+        later.tags()
+    );
+    let listed = w.key(&id).await?.ok_or("the key is gone")?;
+    ensure!(
+        listed.tags().is_some_and(|t| t.len() == 50),
+        "the key's tags changed: {:?}",
+        listed.tags()
+    );
+    let run = cli(&w, &["--json", "check", &secret]).await?;
+    ensure!(
+        crate::operator::codes(&run.json["secrets"][0]).get("key-tags-full")
+            == Some(&"error".to_owned()),
+        "check does not report key-tags-full: {}",
+        run.stdout
+    );
+    Ok(())
+}
