@@ -39,6 +39,15 @@ use support::R;
 
 /// API Gateway calls a rotation with one plan needs at the least (the floor's unit).
 const NEEDED_API_GATEWAY_CALLS: f64 = 11.0;
+/// The Secrets Manager operations, as the proxy names them.
+const SECRETS_MANAGER_CALLS: [&str; 4] = [
+    "ListSecrets",
+    "DescribeSecret",
+    "ListSecretVersionIds",
+    "GetSecretValue",
+];
+/// The API Gateway reads `status --all` makes once per run (per page, per plan), not per secret.
+const API_GATEWAY_SHARED_READS: [&str; 3] = ["GetApiKeys", "GetUsagePlans", "GetUsagePlanKeys"];
 /// API Gateway's account-wide control-plane rate, requests a second.
 const CONTROL_PLANE_RATE: f64 = 10.0;
 
@@ -335,8 +344,15 @@ async fn operator_mode(w: &Arc<World>, n: usize) -> R<()> {
             .await?;
     }
     let keys_in_account = w.all_keys().await?.len();
+    let plans_in_account =
+        w.ag.get_usage_plans()
+            .limit(500)
+            .send()
+            .await?
+            .items()
+            .len();
     println!(
-        "\noperator: status --all over {n} secrets ({keys_in_account} keys in the account; made in {:.0} s)",
+        "\noperator: status --all over {n} secrets ({keys_in_account} keys and {plans_in_account} usage plans in the account; made in {:.0} s)",
         made.elapsed().as_secs_f64()
     );
     let proxy = Proxy::start(&w.endpoint).await?;
@@ -366,6 +382,26 @@ async fn operator_mode(w: &Arc<World>, n: usize) -> R<()> {
     println!(
         "  AWS calls: {total} in all; listings (ListSecrets, GetApiKeys pages) {shared}; {:.2} a secret besides",
         f64::from(total - shared) / n as f64
+    );
+    let sum = |ops: &[&str]| -> u32 {
+        ops.iter()
+            .map(|op| calls.get(*op).copied().unwrap_or(0))
+            .sum()
+    };
+    let secrets_manager = sum(&SECRETS_MANAGER_CALLS);
+    let api_gateway: u32 = calls
+        .iter()
+        .filter(|(op, _)| {
+            !SECRETS_MANAGER_CALLS.contains(&op.as_str()) && !op.contains("/functions/")
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let api_gateway_shared = sum(&API_GATEWAY_SHARED_READS);
+    println!(
+        "  Secrets Manager: {secrets_manager} calls, {:.2} a secret (ListSecrets included); API Gateway: {api_gateway} calls, {:.2} a secret: {api_gateway_shared} shared reads (GetApiKeys, GetUsagePlans pages, GetUsagePlanKeys per plan), {} per secret",
+        f64::from(secrets_manager) / n as f64,
+        f64::from(api_gateway) / n as f64,
+        api_gateway - api_gateway_shared
     );
     for (op, count) in &calls {
         println!("    {op:<28} {count}");

@@ -118,8 +118,9 @@ pub trait SecretStore: Send + Sync {
 /// What the operator commands read besides what the rotation reads.
 #[async_trait]
 pub trait SecretCatalog: Send + Sync {
-    /// The ARNs of the secrets that carry `tag_key`, whose names start with `name_prefix` when
-    /// one is given (ListSecrets with filters, every page).
+    /// The ARNs of the secrets that carry a tag whose key is exactly `tag_key`, whose names
+    /// start with `name_prefix` when one is given (ListSecrets with filters, every page; its
+    /// tag-key filter matches prefixes, the adapter makes it exact).
     async fn list_secrets(
         &self,
         tag_key: &str,
@@ -214,6 +215,17 @@ pub trait KeyGateway: Send + Sync {
     async fn attach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError>;
     /// Succeeds when already detached.
     async fn detach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError>;
+}
+
+/// What the operator commands read of API Gateway besides what the rotation reads: the usage
+/// plans and their keys, read once for a run over many secrets instead of once per key.
+#[async_trait]
+pub trait PlanCatalog: Send + Sync {
+    /// Every usage plan in the account and region (GetUsagePlans, every page).
+    async fn list_plans(&self) -> Result<Vec<UsagePlan>, AwsError>;
+    /// The ids of the keys on the plan (GetUsagePlanKeys, every page); `None` when the plan
+    /// does not exist (deleted since it was listed).
+    async fn plan_key_ids(&self, plan_id: &str) -> Result<Option<Vec<String>>, AwsError>;
 }
 
 /// The testSecret probe: a GET with `x-api-key` that must answer 2xx.

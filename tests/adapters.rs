@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use api_key_rotator::aws::{AwsKeyGateway, AwsSecretStore, SdkSettings};
 use api_key_rotator::deadline::Invocation;
+use api_key_rotator::ops::PlanIndex;
 use api_key_rotator::ports::NewKey;
 use api_key_rotator::ports::SecretText;
-use api_key_rotator::ports::{KeyGateway, SecretStore, VersionRef};
+use api_key_rotator::ports::{KeyGateway, PlanCatalog, SecretCatalog, SecretStore, VersionRef};
 use aws_sdk_apigateway::operation::create_api_key::{CreateApiKeyError, CreateApiKeyOutput};
 use aws_sdk_apigateway::operation::create_usage_plan_key::{
     CreateUsagePlanKeyError, CreateUsagePlanKeyOutput,
@@ -683,5 +684,104 @@ async fn secrets_and_their_versions_are_read_to_the_last_page() {
     assert_eq!(
         dates.into_iter().collect::<Vec<_>>(),
         [("v1".to_owned(), 10), ("v2".to_owned(), 10)]
+
+#[tokio::test]
+async fn plans_and_their_keys_are_paged_and_a_vanished_plan_is_none() {
+    use aws_sdk_apigateway::operation::get_usage_plan_keys::{
+        GetUsagePlanKeysError, GetUsagePlanKeysOutput,
+    };
+    use aws_sdk_apigateway::operation::get_usage_plans::GetUsagePlansOutput;
+    use aws_sdk_apigateway::types::{UsagePlan, UsagePlanKey};
+    let plan = |id: &str| {
+        UsagePlan::builder()
+            .id(id)
+            .api_stages(ApiStage::builder().api_id("a1").stage(id).build())
+            .build()
+    };
+    let plans1 = mock!(aws_sdk_apigateway::Client::get_usage_plans)
+        .match_requests(|r| r.position().is_none() && r.key_id().is_none())
+        .then_output(move || {
+            GetUsagePlansOutput::builder()
+                .items(plan("p1"))
+                .position("next")
+                .build()
+        });
+    let plans2 = mock!(aws_sdk_apigateway::Client::get_usage_plans)
+        .match_requests(|r| r.position() == Some("next") && r.key_id().is_none())
+        .then_output(move || GetUsagePlansOutput::builder().items(plan("p2")).build());
+    let key = |id: &str| UsagePlanKey::builder().id(id).r#type("API_KEY").build();
+    let keys1 = mock!(aws_sdk_apigateway::Client::get_usage_plan_keys)
+        .match_requests(|r| r.usage_plan_id() == Some("p1") && r.position().is_none())
+        .then_output(move || {
+            GetUsagePlanKeysOutput::builder()
+                .items(key("k1"))
+                .position("more")
+                .build()
+        });
+    let keys2 = mock!(aws_sdk_apigateway::Client::get_usage_plan_keys)
+        .match_requests(|r| r.usage_plan_id() == Some("p1") && r.position() == Some("more"))
+        .then_output(move || GetUsagePlanKeysOutput::builder().items(key("k2")).build());
+    let gone = mock!(aws_sdk_apigateway::Client::get_usage_plan_keys)
+        .match_requests(|r| r.usage_plan_id() == Some("p2"))
+        .then_error(|| {
+            GetUsagePlanKeysError::NotFoundException(
+                NotFoundException::builder()
+                    .meta(meta("NotFoundException"))
+                    .message("no")
+                    .build(),
+            )
+        });
+    let client = mock_client!(
+        aws_sdk_apigateway,
+        RuleMode::MatchAny,
+        [&plans1, &plans2, &keys1, &keys2, &gone]
+    );
+    let g = gateway(client);
+    let plans = g.list_plans().await.unwrap_or_default();
+    let ids: Vec<_> = plans.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["p1", "p2"]);
+    assert_eq!(
+        plans.first().map(|p| p.api_stages.clone()),
+        Some(vec![("a1".to_owned(), "p1".to_owned())])
+    );
+    assert_eq!(
+        g.plan_key_ids("p1").await,
+        Ok(Some(vec!["k1".to_owned(), "k2".to_owned()]))
+    );
+    assert_eq!(g.plan_key_ids("p2").await, Ok(None));
+    // The index: p2 vanished between the reads and is left out.
+    let index = PlanIndex::read(&g).await.unwrap_or_default();
+    assert_eq!(index.plans_of("k2"), ["p1"]);
+    assert!(index.plan("p1").is_some() && index.plan("p2").is_none());
+}
+
+#[tokio::test]
+async fn list_secrets_keeps_only_the_exact_tag_key() {
+    use aws_sdk_secretsmanager::operation::list_secrets::ListSecretsOutput;
+    use aws_sdk_secretsmanager::types::{SecretListEntry, Tag};
+    let entry = |arn: &str, name: &str, tag: &str| {
+        SecretListEntry::builder()
+            .arn(arn)
+            .name(name)
+            .tags(Tag::builder().key(tag).value("x").build())
+            .build()
+    };
+    // ListSecrets' tag-key filter matches prefixes: it answers KeyNameOld too.
+    let rule = mock!(aws_sdk_secretsmanager::Client::list_secrets).then_output(move || {
+        ListSecretsOutput::builder()
+            .secret_list(entry("arn:1", "team/a", "KeyName"))
+            .secret_list(entry("arn:2", "team/b", "KeyNameOld"))
+            .secret_list(entry("arn:3", "other/c", "KeyName"))
+            .build()
+    });
+    let client = mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule]);
+    let store = AwsSecretStore::from_client(client);
+    assert_eq!(
+        store.list_secrets("KeyName", None).await,
+        Ok(vec!["arn:1".to_owned(), "arn:3".to_owned()])
+    );
+    assert_eq!(
+        store.list_secrets("KeyName", Some("team/")).await,
+        Ok(vec!["arn:1".to_owned()])
     );
 }

@@ -549,6 +549,8 @@ def requests_for(call, kms=False, tag_model="reference", new_key_arn="id", key=N
         return [("apigateway:GET", apigw("/usageplans"), {})]
     if call == "GetUsagePlan":
         return [("apigateway:GET", apigw(f"/usageplans/{plan}"), {})]
+    if call == "GetUsagePlanKeys":  # the keys on a plan, read once per plan by status --all
+        return [("apigateway:GET", apigw(f"/usageplans/{plan}/keys"), {})]
     if call == "CreateUsagePlanKey":  # the key is in the body
         return [("apigateway:POST", apigw(f"/usageplans/{plan}/keys"), {})]
     if call == "DeleteUsagePlanKey":  # aws:ResourceTag would be the plan's, never the key's
@@ -559,7 +561,7 @@ def requests_for(call, kms=False, tag_model="reference", new_key_arn="id", key=N
 MAPPED = {"DescribeSecret", "GetSecretValue", "PutSecretValue", "UpdateSecretVersionStage",
           "ListSecretVersionIds", "ListSecrets", "GetFunctionConfiguration", "GetApiKeys", "GetApiKey",
           "GetTags", "TagResource", "CreateApiKey", "UpdateApiKey", "DeleteApiKey", "GetUsagePlans",
-          "GetUsagePlan", "CreateUsagePlanKey", "DeleteUsagePlanKey"}
+          "GetUsagePlan", "GetUsagePlanKeys", "CreateUsagePlanKey", "DeleteUsagePlanKey"}
 
 
 def source_calls(root):
@@ -577,7 +579,7 @@ def source_calls(root):
 # check and status, and what cleanup --apply and rollback --apply write (src/ops).
 OPERATOR_READS = {"DescribeSecret", "GetSecretValue", "ListSecretVersionIds", "ListSecrets",
                   "GetFunctionConfiguration", "GetApiKeys", "GetApiKey", "GetTags", "GetUsagePlans",
-                  "GetUsagePlan"}
+                  "GetUsagePlan", "GetUsagePlanKeys"}
 OPERATOR_WRITES = {"UpdateApiKey", "DeleteApiKey", "DeleteUsagePlanKey", "CreateUsagePlanKey",
                    "UpdateSecretVersionStage"}
 
@@ -614,6 +616,10 @@ def cases(params, tag_model, principal):
     add("GetUsagePlan", "allow", plan=PLAN)
     # The function reads only the allow-listed plans; the operators read every plan (status).
     add("GetUsagePlan", "deny" if plans_listed and principal == "function" else "allow", plan=OTHER_PLAN)
+    # status --all reads the keys of every plan; the function does not call it.
+    if principal != "function":
+        for p in (PLAN, OTHER_PLAN):
+            add("GetUsagePlanKeys", "allow", plan=p)
     add("DescribeSecret", "allow")
     add("GetSecretValue", "allow")
     for call in ("DescribeSecret", "GetSecretValue", "PutSecretValue", "UpdateSecretVersionStage"):

@@ -10,10 +10,10 @@ use aws_sdk_apigateway::{config, Client};
 use super::throttle::{CallOverride, CallPolicy};
 use super::{aws_error, policy_of};
 use crate::error::AwsError;
-use crate::ports::{ApiKey, KeyGateway, NewKey, UsagePlan};
+use crate::ports::{ApiKey, KeyGateway, NewKey, PlanCatalog, UsagePlan};
 use crate::secret::KeyValue;
 
-/// GetApiKeys and GetUsagePlans return at most 500 items a page.
+/// GetApiKeys, GetUsagePlans and GetUsagePlanKeys return at most 500 items a page.
 const PAGE: i32 = 500;
 
 #[derive(Debug, Clone)]
@@ -72,6 +72,26 @@ macro_rules! to_key {
                 .map(|t| t.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
                 .unwrap_or_default(),
             created: k.created_date().map(|d| d.secs()),
+        }
+    }};
+}
+
+/// GetUsagePlan and GetUsagePlans answer with two types of the same shape.
+macro_rules! to_plan {
+    ($p:expr, $id:expr) => {{
+        let p = $p;
+        UsagePlan {
+            id: p.id().unwrap_or($id).to_owned(),
+            api_stages: p
+                .api_stages()
+                .iter()
+                .map(|s| {
+                    (
+                        s.api_id().unwrap_or_default().to_owned(),
+                        s.stage().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
         }
     }};
 }
@@ -142,19 +162,7 @@ impl KeyGateway for AwsKeyGateway {
             "GetUsagePlan",
             self.client.get_usage_plan().usage_plan_id(plan_id)
         ) {
-            Ok(out) => Ok(Some(UsagePlan {
-                id: out.id().unwrap_or(plan_id).to_owned(),
-                api_stages: out
-                    .api_stages()
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.api_id().unwrap_or_default().to_owned(),
-                            s.stage().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect(),
-            })),
+            Ok(out) => Ok(Some(to_plan!(&out, plan_id))),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_not_found_exception()) =>
@@ -346,6 +354,69 @@ impl KeyGateway for AwsKeyGateway {
                 Ok(())
             }
             Err(e) => Err(aws_error("DeleteUsagePlanKey", &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl PlanCatalog for AwsKeyGateway {
+    async fn list_plans(&self) -> Result<Vec<UsagePlan>, AwsError> {
+        let mut plans = Vec::new();
+        let mut position: Option<String> = None;
+        loop {
+            let out = send!(
+                self,
+                "GetUsagePlans",
+                self.client
+                    .get_usage_plans()
+                    .limit(PAGE)
+                    .set_position(position.clone())
+            )
+            .map_err(|e| aws_error("GetUsagePlans", &e))?;
+            plans.extend(
+                out.items()
+                    .iter()
+                    .filter(|p| p.id().is_some())
+                    .map(|p| to_plan!(p, "")),
+            );
+            match out.position() {
+                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
+                    position = Some(p.to_owned())
+                }
+                _ => return Ok(plans),
+            }
+        }
+    }
+
+    async fn plan_key_ids(&self, plan_id: &str) -> Result<Option<Vec<String>>, AwsError> {
+        let mut keys = Vec::new();
+        let mut position: Option<String> = None;
+        loop {
+            let out = match send!(
+                self,
+                "GetUsagePlanKeys",
+                self.client
+                    .get_usage_plan_keys()
+                    .usage_plan_id(plan_id)
+                    .limit(PAGE)
+                    .set_position(position.clone())
+            ) {
+                Ok(out) => out,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_not_found_exception()) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(aws_error("GetUsagePlanKeys", &e)),
+            };
+            keys.extend(out.items().iter().filter_map(|k| k.id().map(str::to_owned)));
+            match out.position() {
+                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
+                    position = Some(p.to_owned())
+                }
+                _ => return Ok(Some(keys)),
+            }
         }
     }
 }

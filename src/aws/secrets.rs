@@ -226,10 +226,13 @@ impl SecretCatalog for AwsSecretStore {
                 })
                 .await
                 .map_err(|e| aws_error("ListSecrets", &e))?;
-            // The name filter matches a prefix of the name; keep exactly those.
+            // The tag-key filter matches a prefix of a tag's key (`KeyName` finds `KeyNameOld`),
+            // and the name filter a prefix of the name: keep the secrets that carry the exact
+            // tag and whose names start with the prefix.
             arns.extend(
                 out.secret_list()
                     .iter()
+                    .filter(|s| s.tags().iter().any(|t| t.key() == Some(tag_key)))
                     .filter(|s| {
                         name_prefix.is_none_or(|p| s.name().is_some_and(|n| n.starts_with(p)))
                     })

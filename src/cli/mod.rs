@@ -10,14 +10,14 @@ use clap::{Args, Parser, Subcommand};
 use crate::aws::{self, AwsFunctionReader, AwsKeyGateway, AwsSecretStore, SdkSettings};
 use crate::config::{FunctionConfig, TAG_KEY_NAME};
 use crate::event::is_secret_id;
-use crate::ops::{Operator, SettingsOverrides, Unreadable};
+use crate::ops::{Operator, PlanIndex, SettingsOverrides, Shared, Unreadable};
 use crate::ports::{KeyGateway, SecretCatalog};
 use crate::probe::HttpProber;
 use crate::rotation::Rotator;
 
 mod render;
 
-use render::{Entry, Report};
+use render::{Entry, Output, Report};
 
 /// Exit codes: the highest that applies wins.
 pub const EXIT_OK: u8 = 0;
@@ -33,9 +33,13 @@ pub const EXIT_UNREADABLE: u8 = 3;
     after_help = "Uses the standard AWS credential chain and region, and AWS_ENDPOINT_URL. Never prints a key value. Exit codes: 0 success, 1 error findings or anything refused or failed, 2 usage error, 3 a secret or the account could not be read."
 )]
 struct Cli {
-    /// One JSON document on stdout instead of a table.
+    /// One JSON document on stdout, at the end, instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// One JSON object a line on stdout, each secret's as soon as it is read, and a last line
+    /// with the exit code.
+    #[arg(long, global = true, conflicts_with = "json")]
+    json_lines: bool,
     #[command(flatten)]
     settings: SettingsArgs,
     #[command(subcommand)]
@@ -168,15 +172,22 @@ pub async fn main() -> ExitCode {
         overrides,
         region,
     );
-    let report = run(&operator, cli.command).await;
-    report.print(cli.json);
+    let output = if cli.json {
+        Output::Json
+    } else if cli.json_lines {
+        Output::JsonLines
+    } else {
+        Output::Text
+    };
+    let report = run(&operator, cli.command, output).await;
+    report.finish();
     ExitCode::from(report.exit_code())
 }
 
-async fn run(op: &AwsOperator, command: Command) -> Report {
+async fn run(op: &AwsOperator, command: Command, output: Output) -> Report {
     match command {
         Command::Check { secrets } => {
-            let mut report = Report::new("check");
+            let mut report = Report::new("check", output);
             for input in secrets {
                 let entry = match op.inspect(&input, None).await {
                     Ok(seen) => Entry::check(input, seen),
@@ -187,13 +198,13 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
             report
         }
         Command::Status { selection } => {
-            let mut report = Report::new("status");
+            let mut report = Report::new("status", output);
             match select(op, &selection).await {
                 Err(e) => report.account_unreadable(e),
-                Ok((inputs, listing)) => {
+                Ok((inputs, shared)) => {
                     let mut held = BTreeSet::new();
                     for input in &inputs {
-                        report.push(match op.inspect(input, listing.as_deref()).await {
+                        report.push(match op.inspect(input, shared.as_ref()).await {
                             Ok(seen) => {
                                 held.extend(seen.survey.held_ids());
                                 Entry::status(input.clone(), seen)
@@ -202,7 +213,7 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                         });
                     }
                     if let Some(deleted) =
-                        deleted(op, &mut report, &selection, &inputs, &held, listing).await
+                        deleted(op, &mut report, &selection, &inputs, &held, shared.as_ref()).await
                     {
                         report.deleted_secrets_status(deleted);
                     }
@@ -211,14 +222,14 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
             report
         }
         Command::Cleanup { selection, apply } => {
-            let mut report = Report::new("cleanup");
+            let mut report = Report::new("cleanup", output);
             match select(op, &selection).await {
                 Err(e) => report.account_unreadable(e),
-                Ok((inputs, listing)) => {
+                Ok((inputs, shared)) => {
                     let mut held = BTreeSet::new();
                     let mut unread = Vec::new();
                     for input in &inputs {
-                        report.push(match op.inspect(input, listing.as_deref()).await {
+                        report.push(match op.inspect(input, shared.as_ref()).await {
                             Ok(seen) => {
                                 held.extend(seen.survey.held_ids());
                                 let outcome = op.cleanup(&seen, apply).await;
@@ -230,9 +241,10 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                             }
                         });
                     }
-                    let deleted = deleted(op, &mut report, &selection, &inputs, &held, listing)
-                        .await
-                        .unwrap_or_default();
+                    let deleted =
+                        deleted(op, &mut report, &selection, &inputs, &held, shared.as_ref())
+                            .await
+                            .unwrap_or_default();
                     // A deleted secret's key is retired only when every live secret that could
                     // hold it was read: the secrets this run read, and with --prefix every other
                     // secret with a KeyName tag.
@@ -261,17 +273,15 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
                     };
                     for d in deleted {
                         let d = d.without(&held);
-                        let result = match &blocked {
-                            Some(why) => op.cleanup_deleted(&d, false).await.map(|mut out| {
+                        let outcome = match &blocked {
+                            Some(why) => {
+                                let mut out = op.cleanup_deleted(&d, false).await;
                                 out.refused = Some(why.clone());
                                 out
-                            }),
+                            }
                             None => op.cleanup_deleted(&d, apply).await,
                         };
-                        match result {
-                            Ok(outcome) => report.deleted_secret_cleanup(&d, outcome, apply),
-                            Err(e) => report.account_unreadable(e),
-                        }
+                        report.deleted_secret_cleanup(&d, outcome, apply);
                     }
                 }
             }
@@ -282,7 +292,7 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
             apply,
             force,
         } => {
-            let mut report = Report::new("rollback");
+            let mut report = Report::new("rollback", output);
             let entry = match op.inspect(&secret, None).await {
                 Ok(seen) => match op.rollback(&seen, apply, force).await {
                     Ok(outcome) => Entry::rollback(secret, &seen, outcome, apply),
@@ -296,12 +306,13 @@ async fn run(op: &AwsOperator, command: Command) -> Report {
     }
 }
 
-/// The secrets named, or with `--all` every secret with a KeyName tag and the account's keys,
-/// listed once for all of them.
+/// The secrets named, or with `--all` every secret with a KeyName tag and what is read once for
+/// all of them: the account's keys, then the usage plans and their keys. When the plans cannot
+/// be read, each key's plans are read by key instead (the report is the same, only slower).
 async fn select(
     op: &AwsOperator,
     selection: &Selection,
-) -> Result<(Vec<String>, Option<Vec<crate::ports::ApiKey>>), Unreadable> {
+) -> Result<(Vec<String>, Option<Shared>), Unreadable> {
     if !selection.all {
         return Ok((selection.secrets.clone(), None));
     }
@@ -311,32 +322,33 @@ async fn select(
         .list_secrets(TAG_KEY_NAME, selection.prefix.as_deref())
         .await?;
     let listing = op.rotator.keys.list_all_keys().await?;
-    Ok((secrets, Some(listing)))
+    let plans = match PlanIndex::read(&op.rotator.keys).await {
+        Ok(index) => Some(index),
+        Err(e) => {
+            tracing::warn!(error = %e, "the usage plans could not be read once for all secrets; each key's plans are read by key");
+            None
+        }
+    };
+    Ok((secrets, Some(Shared::new(listing, plans))))
 }
 
-/// With `--all`: the keys of deleted secrets in the listing (`None` without `--all`, or when
-/// they could not be told, which the report then says).
+/// With `--all`: the keys of deleted secrets in the listing, each one that could not be judged
+/// with its cause (`None` without `--all`).
 async fn deleted(
     op: &AwsOperator,
     report: &mut Report,
     selection: &Selection,
     inputs: &[String],
     held: &BTreeSet<String>,
-    listing: Option<Vec<crate::ports::ApiKey>>,
+    shared: Option<&Shared>,
 ) -> Option<Vec<crate::ops::DeletedSecretKeys>> {
-    let listing = listing?;
+    let shared = shared?;
     report.listed_all();
     let live = live(report, inputs);
-    match op
-        .deleted_secret_keys(&listing, &live, held, selection.prefix.as_deref())
-        .await
-    {
-        Ok(deleted) => Some(deleted),
-        Err(e) => {
-            report.account_unreadable(e);
-            None
-        }
-    }
+    Some(
+        op.deleted_secret_keys(shared, &live, held, selection.prefix.as_deref())
+            .await,
+    )
 }
 
 /// The secrets ListSecrets named, and the ARNs of those the report read.

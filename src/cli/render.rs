@@ -1,5 +1,6 @@
 //! The commands' output: one JSON document (`--json`, `schema_version` 1, documented in
-//! `docs/operator-commands.md` and only ever added to) or a readable table. Both are built from
+//! `docs/operator-commands.md` and only ever added to), one JSON object a line as each entry is
+//! ready (`--json-lines`), or a readable table, also printed entry by entry. All are built from
 //! the same entries. Nothing here holds a key value or any of the user's own fields.
 
 use aws_smithy_types::date_time::{DateTime, Format};
@@ -7,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE};
 use crate::finding::Finding;
+use crate::ops::KeyError;
 use crate::ops::{
     CleanupOutcome, DeletedSecretKeys, Inspection, KeyView, RollbackOutcome, RollbackStep,
     Unreadable, VersionView,
@@ -22,12 +24,28 @@ pub struct Entry {
     arn: Option<String>,
 }
 
+/// How the report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Text, each entry as it is ready.
+    Text,
+    /// One JSON document at the end.
+    Json,
+    /// One JSON object a line, each entry as it is ready, and a last line with the exit code.
+    JsonLines,
+}
+
+/// The report: entries are printed as they are pushed (text and JSON lines) or kept for the one
+/// document printed by `finish` (JSON).
 pub struct Report {
     command: &'static str,
-    entries: Vec<Entry>,
+    output: Output,
+    entries: Vec<Value>,
+    arns: Vec<String>,
     extra: Vec<(&'static str, Value)>,
     deleted: Vec<Value>,
-    text_tail: Vec<String>,
+    /// Text blocks printed so far.
+    printed: usize,
     listed_all: bool,
     exit: u8,
 }
@@ -429,22 +447,85 @@ fn cleanup_into(
     }
 }
 
+fn errors_json(errors: &[KeyError]) -> Value {
+    Value::Array(
+        errors
+            .iter()
+            .map(|k| json!({"id": k.id, "name": k.name, "error": k.error}))
+            .collect(),
+    )
+}
+
+fn errors_text(errors: &[KeyError], out: &mut Vec<String>) {
+    if errors.is_empty() {
+        return;
+    }
+    out.push("  could not be read (left alone):".to_owned());
+    for k in errors {
+        out.push(format!("    {}  {}  {}", k.id, k.name, k.error));
+    }
+}
+
+fn deleted_header(d: &DeletedSecretKeys) -> String {
+    format!(
+        "keys of the {} secret {}:",
+        if d.scheduled_for_deletion {
+            "scheduled-for-deletion"
+        } else {
+            "deleted"
+        },
+        d.secret
+    )
+}
+
 impl Report {
-    pub fn new(command: &'static str) -> Report {
+    pub fn new(command: &'static str, output: Output) -> Report {
         Report {
             command,
+            output,
             entries: Vec::new(),
+            arns: Vec::new(),
             extra: Vec::new(),
             deleted: Vec::new(),
-            text_tail: Vec::new(),
+            printed: 0,
             listed_all: false,
             exit: EXIT_OK,
         }
     }
 
+    /// Prints a block of text (blank-line separated from the one before) or a JSON line.
+    fn emit(&mut self, kind: &str, json: &Value, text: &[String]) {
+        match self.output {
+            Output::Json => return,
+            Output::Text => {
+                if self.printed > 0 {
+                    println!();
+                }
+                for line in text {
+                    println!("{line}");
+                }
+            }
+            Output::JsonLines => {
+                let mut line = serde_json::Map::new();
+                line.insert("schema_version".into(), json!(SCHEMA_VERSION));
+                line.insert("command".into(), json!(self.command));
+                line.insert("kind".into(), json!(kind));
+                if let Value::Object(m) = json {
+                    line.extend(m.clone());
+                }
+                println!("{}", Value::Object(line));
+            }
+        }
+        self.printed += 1;
+    }
+
     pub fn push(&mut self, entry: Entry) {
         self.exit = self.exit.max(entry.exit);
-        self.entries.push(entry);
+        self.emit("secret", &entry.json, &entry.text);
+        self.arns.extend(entry.arn);
+        if self.output == Output::Json {
+            self.entries.push(entry.json);
+        }
     }
 
     /// The report covers every secret (`--all`): it lists the keys of deleted secrets, if none.
@@ -453,34 +534,42 @@ impl Report {
     }
 
     pub fn secret_arns(&self) -> Vec<String> {
-        self.entries.iter().filter_map(|e| e.arn.clone()).collect()
+        self.arns.clone()
     }
 
     /// The account (ListSecrets, the key listing) could not be read.
     pub fn account_unreadable(&mut self, e: Unreadable) {
-        self.text_tail
-            .push(format!("the account could not be read: {}", e.0));
+        let text = vec![format!("the account could not be read: {}", e.0)];
+        self.emit("error", &json!({"error": e.0}), &text);
         self.extra.push(("error", Value::String(e.0)));
         self.exit = self.exit.max(EXIT_UNREADABLE);
     }
 
+    fn push_deleted(&mut self, json: Value, text: Vec<String>, exit: u8) {
+        self.exit = self.exit.max(exit);
+        self.emit("deleted_secret", &json, &text);
+        if self.output == Output::Json {
+            self.deleted.push(json);
+        }
+    }
+
     pub fn deleted_secrets_status(&mut self, deleted: Vec<DeletedSecretKeys>) {
         for d in &deleted {
-            self.text_tail.push(format!(
-                "keys of {} secret {}:",
-                if d.scheduled_for_deletion {
-                    "the scheduled-for-deletion"
-                } else {
-                    "the deleted"
-                },
-                d.secret
-            ));
-            keys_text(&d.keys, &mut self.text_tail);
-            self.deleted.push(json!({
+            let mut text = vec![deleted_header(d)];
+            keys_text(&d.keys, &mut text);
+            errors_text(&d.errors, &mut text);
+            let json = json!({
                 "secret": d.secret,
                 "scheduled_for_deletion": d.scheduled_for_deletion,
                 "keys": d.keys.iter().map(key_json).collect::<Vec<_>>(),
-            }));
+                "errors": errors_json(&d.errors),
+            });
+            let exit = if d.errors.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_UNREADABLE
+            };
+            self.push_deleted(json, text, exit);
         }
     }
 
@@ -496,62 +585,51 @@ impl Report {
             "scheduled_for_deletion".into(),
             Value::Bool(d.scheduled_for_deletion),
         );
-        self.text_tail.push(format!(
-            "keys of the {} secret {}:",
-            if d.scheduled_for_deletion {
-                "scheduled-for-deletion"
-            } else {
-                "deleted"
-            },
-            d.secret
-        ));
-        let exit = cleanup_into(&mut m, &mut self.text_tail, &out, apply);
-        self.exit = self.exit.max(exit);
-        self.deleted.push(Value::Object(m));
+        let mut text = vec![deleted_header(d)];
+        let mut exit = cleanup_into(&mut m, &mut text, &out, apply);
+        m.insert("errors".into(), errors_json(&d.errors));
+        errors_text(&d.errors, &mut text);
+        if !d.errors.is_empty() {
+            exit = exit.max(EXIT_UNREADABLE);
+        }
+        self.push_deleted(Value::Object(m), text, exit);
     }
 
     pub fn exit_code(&self) -> u8 {
         self.exit
     }
 
-    pub fn print(&self, as_json: bool) {
-        if as_json {
-            let mut doc = serde_json::Map::new();
-            doc.insert("schema_version".into(), json!(SCHEMA_VERSION));
-            doc.insert("command".into(), json!(self.command));
-            doc.insert(
-                "secrets".into(),
-                Value::Array(self.entries.iter().map(|e| e.json.clone()).collect()),
-            );
-            if self.listed_all {
-                doc.insert("deleted_secrets".into(), Value::Array(self.deleted.clone()));
+    /// Prints what is left: the JSON document, the JSON lines' last line, or for text "no
+    /// secrets" when nothing was printed.
+    pub fn finish(&self) {
+        match self.output {
+            Output::Json => {
+                let mut doc = serde_json::Map::new();
+                doc.insert("schema_version".into(), json!(SCHEMA_VERSION));
+                doc.insert("command".into(), json!(self.command));
+                doc.insert("secrets".into(), Value::Array(self.entries.clone()));
+                if self.listed_all {
+                    doc.insert("deleted_secrets".into(), Value::Array(self.deleted.clone()));
+                }
+                for (k, v) in &self.extra {
+                    doc.insert((*k).to_owned(), v.clone());
+                }
+                println!("{}", Value::Object(doc));
             }
-            for (k, v) in &self.extra {
-                doc.insert((*k).to_owned(), v.clone());
+            Output::JsonLines => println!(
+                "{}",
+                json!({
+                    "schema_version": SCHEMA_VERSION,
+                    "command": self.command,
+                    "kind": "end",
+                    "exit_code": self.exit,
+                })
+            ),
+            Output::Text => {
+                if self.printed == 0 {
+                    println!("no secrets");
+                }
             }
-            println!("{}", Value::Object(doc));
-            return;
-        }
-        let mut first = true;
-        for e in &self.entries {
-            if !first {
-                println!();
-            }
-            first = false;
-            for line in &e.text {
-                println!("{line}");
-            }
-        }
-        if !self.text_tail.is_empty() {
-            if !first {
-                println!();
-            }
-            for line in &self.text_tail {
-                println!("{line}");
-            }
-        }
-        if self.entries.is_empty() && self.text_tail.is_empty() {
-            println!("no secrets");
         }
     }
 }

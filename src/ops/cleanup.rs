@@ -11,7 +11,7 @@ use crate::config::FunctionConfig;
 use crate::finding::Code;
 use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
 
-pub use super::deleted::DeletedSecretKeys;
+pub use super::deleted::{DeletedSecretKeys, KeyError};
 
 /// Why a key is an orphan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,12 +172,14 @@ where
     }
 
     /// The keys of a deleted secret, retired with `apply` once the secret is read again and
-    /// still does not exist. Keys of a secret scheduled for deletion are never retired.
+    /// still does not exist. Keys of a secret scheduled for deletion are never retired, nor the
+    /// keys in `deleted.errors`. When the secret cannot be read again, the keys left are failed
+    /// with the cause.
     pub async fn cleanup_deleted(
         &self,
         deleted: &DeletedSecretKeys,
         apply: bool,
-    ) -> Result<CleanupOutcome, Unreadable> {
+    ) -> CleanupOutcome {
         let reason = if deleted.scheduled_for_deletion {
             OrphanReason::SecretScheduledForDeletion
         } else {
@@ -196,25 +198,36 @@ where
             ..CleanupOutcome::default()
         };
         if !apply || deleted.scheduled_for_deletion {
-            return Ok(out);
+            return out;
         }
         // The secret's rotation function is gone with it: the plans the operator may touch are
         // the ones the flags or the environment allow (every plan when none is given).
         let plans_from =
             FunctionConfig::from_lookup(&|name| self.overrides.lookup(name)).unwrap_or_default();
-        for orphan in &deleted.keys {
-            if self
-                .rotator
-                .secrets
-                .describe(&deleted.secret)
-                .await?
-                .is_some()
-            {
-                out.refused = Some(format!(
-                    "the secret {} exists again; its keys were left alone",
-                    deleted.secret
-                ));
-                return Ok(out);
+        for (i, orphan) in deleted.keys.iter().enumerate() {
+            match self.rotator.secrets.describe(&deleted.secret).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    out.refused = Some(format!(
+                        "the secret {} exists again; its keys were left alone",
+                        deleted.secret
+                    ));
+                    return out;
+                }
+                Err(e) => {
+                    let why = format!(
+                        "the secret could not be read again before retiring the key ({}); left alone",
+                        Unreadable::from(e).0
+                    );
+                    out.failed.extend(
+                        deleted
+                            .keys
+                            .iter()
+                            .skip(i)
+                            .map(|k| (k.id.clone(), why.clone())),
+                    );
+                    return out;
+                }
             }
             match self
                 .rotator
@@ -229,6 +242,6 @@ where
                 Err(e) => out.failed.push((orphan.id.clone(), e.cause)),
             }
         }
-        Ok(out)
+        out
     }
 }

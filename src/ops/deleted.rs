@@ -1,11 +1,15 @@
 //! Keys tied to a secret that no longer exists (`status --all`, `cleanup --all`). A key that a
 //! live secret's labelled version holds is never one of them, whatever its tie says: a secret
 //! restored from a backup under the same name has a new ARN and still names its keys.
+//!
+//! What cannot be read is reported per key and the rest goes on: a key whose secret (or that
+//! secret's live namesake, or its plans) could not be read is listed with the cause and never
+//! retired; the other deleted secrets' keys are reported and retired as usual.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::roles::Role;
-use super::{KeyView, Operator, Unreadable};
+use super::{KeyView, Operator, Shared, Unreadable};
 use crate::config::TIE_TAG;
 use crate::ownership::{held_ids, read_claims, Values};
 use crate::ports::{ApiKey, FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
@@ -19,6 +23,17 @@ pub struct DeletedSecretKeys {
     /// never retired.
     pub scheduled_for_deletion: bool,
     pub keys: Vec<KeyView>,
+    /// Keys tied to the secret that could not be told to be orphans, each with the cause:
+    /// reported, never retired.
+    pub errors: Vec<KeyError>,
+}
+
+/// A key tied to a deleted secret that could not be judged, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    pub id: String,
+    pub name: String,
+    pub error: String,
 }
 
 impl DeletedSecretKeys {
@@ -27,6 +42,12 @@ impl DeletedSecretKeys {
         DeletedSecretKeys {
             keys: self
                 .keys
+                .iter()
+                .filter(|k| !held.contains(&k.id))
+                .cloned()
+                .collect(),
+            errors: self
+                .errors
                 .iter()
                 .filter(|k| !held.contains(&k.id))
                 .cloned()
@@ -43,20 +64,21 @@ where
     P: Prober,
     F: FunctionReader,
 {
-    /// Keys tied to a secret that no longer exists, from `listing`, leaving out the secrets in
-    /// `live`, any secret of another region, with `prefix` any secret whose name does not start
-    /// with it, and every key in `held` (held by a live secret the caller read). Each such
-    /// secret is described once, and so is a live secret of the same name, whose labelled
-    /// versions are read: a key one of them holds is not an orphan.
+    /// Keys tied to a secret that no longer exists, from the shared listing, leaving out the
+    /// secrets in `live`, any secret of another region, with `prefix` any secret whose name
+    /// does not start with it, and every key in `held` (held by a live secret the caller read).
+    /// Each such secret is described once, and so is a live secret of the same name, whose
+    /// labelled versions are read: a key one of them holds is not an orphan. A read that fails
+    /// puts the keys it was for into `errors`, and the others go on.
     pub async fn deleted_secret_keys(
         &self,
-        listing: &[ApiKey],
+        shared: &Shared,
         live: &BTreeSet<String>,
         held: &BTreeSet<String>,
         prefix: Option<&str>,
-    ) -> Result<Vec<DeletedSecretKeys>, Unreadable> {
+    ) -> Vec<DeletedSecretKeys> {
         let mut by_tie: BTreeMap<String, Vec<&ApiKey>> = BTreeMap::new();
-        for key in listing {
+        for key in &shared.listing {
             if let Some(tie) = key.tags.get(TIE_TAG) {
                 let in_scope = prefix.is_none_or(|p| arn_secret_name(tie).starts_with(p));
                 if in_scope
@@ -70,39 +92,77 @@ where
         }
         let mut out = Vec::new();
         for (tie, keys) in by_tie {
-            let scheduled_for_deletion = match self.rotator.secrets.describe(&tie).await? {
-                None => false,
-                Some(meta) if meta.deleted.is_some() => true,
-                // A live secret without a KeyName tag: its keys are not orphans.
-                Some(_) => continue,
+            let all_failed = |why: String| DeletedSecretKeys {
+                secret: tie.clone(),
+                scheduled_for_deletion: false,
+                keys: Vec::new(),
+                errors: keys
+                    .iter()
+                    .map(|k| KeyError {
+                        id: k.id.clone(),
+                        name: k.name.clone(),
+                        error: why.clone(),
+                    })
+                    .collect(),
             };
-            let held_by_namesake = self.held_by_namesake(&tie).await?;
+            let scheduled_for_deletion = match self.rotator.secrets.describe(&tie).await {
+                Ok(None) => false,
+                Ok(Some(meta)) if meta.deleted.is_some() => true,
+                // A live secret without a KeyName tag: its keys are not orphans.
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    out.push(all_failed(format!(
+                        "the secret its tie names could not be read ({e}): whether it still exists is unknown"
+                    )));
+                    continue;
+                }
+            };
+            let held_by_namesake = match self.held_by_namesake(&tie).await {
+                Ok(held) => held,
+                Err(e) => {
+                    out.push(all_failed(format!(
+                        "the live secret named {} could not be read ({}): a key it holds is no orphan",
+                        arn_secret_name(&tie),
+                        e.0
+                    )));
+                    continue;
+                }
+            };
             let mut views = Vec::new();
+            let mut errors = Vec::new();
             for key in keys {
                 if held_by_namesake.contains(&key.id) {
                     tracing::warn!(key_id = %key.id, dead_secret = %tie, "a live secret of the same name holds this key: it is not an orphan");
                     continue;
                 }
-                views.push(KeyView {
-                    id: key.id.clone(),
-                    name: key.name.clone(),
-                    enabled: key.enabled,
-                    usage_plan_ids: self.rotator.keys.plans_of_key(&key.id).await?,
-                    created: key.created,
-                    tie: Some(tie.clone()),
-                    role: Role::Orphan,
-                });
+                match self.plans_of(&key.id, Some(shared)).await {
+                    Ok(usage_plan_ids) => views.push(KeyView {
+                        id: key.id.clone(),
+                        name: key.name.clone(),
+                        enabled: key.enabled,
+                        usage_plan_ids,
+                        created: key.created,
+                        tie: Some(tie.clone()),
+                        role: Role::Orphan,
+                    }),
+                    Err(e) => errors.push(KeyError {
+                        id: key.id.clone(),
+                        name: key.name.clone(),
+                        error: format!("its usage plans could not be read ({e})"),
+                    }),
+                }
             }
-            if views.is_empty() {
+            if views.is_empty() && errors.is_empty() {
                 continue;
             }
             out.push(DeletedSecretKeys {
                 secret: tie,
                 scheduled_for_deletion,
                 keys: views,
+                errors,
             });
         }
-        Ok(out)
+        out
     }
 
     /// Every key id the labelled versions of the secrets carrying `tag_key` may hold, leaving

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::roles::{roles, Role};
-use super::{rules, Operator, Unreadable};
+use super::{rules, Operator, Shared, Unreadable};
 use crate::config::{FunctionConfig, RotationSettings};
 use crate::finding::{Code, Finding, Severity};
 use crate::ownership::{Survey, Tie, Values};
 use crate::ports::{
-    ApiKey, FunctionReader, KeyGateway, Prober, SecretCatalog, SecretMetadata, SecretStore,
-    VersionRef, AWSCURRENT,
+    FunctionReader, KeyGateway, Prober, SecretCatalog, SecretMetadata, SecretStore, VersionRef,
+    AWSCURRENT,
 };
 use crate::rotation::validate;
 use crate::secret::{CurrentValue, SecretValue};
@@ -108,12 +108,13 @@ where
     P: Prober,
     F: FunctionReader,
 {
-    /// Reads a secret, its versions and its keys, and applies every rule. `listing` is every
-    /// key in the account when the caller read it once for many secrets.
+    /// Reads a secret, its versions and its keys, and applies every rule. `shared` holds what
+    /// the caller read once for many secrets (the key listing, the plans and their keys); without
+    /// it, the survey lists the keys and each key's plans are read by key.
     pub async fn inspect(
         &self,
         secret_id: &str,
-        listing: Option<&[ApiKey]>,
+        shared: Option<&Shared>,
     ) -> Result<Inspection, Unreadable> {
         let secrets = &self.rotator.secrets;
         let meta = secrets.describe(secret_id).await?.ok_or_else(|| {
@@ -164,7 +165,8 @@ where
             }
         };
         if let Some(settings) = &settings {
-            let (plans, plan_findings) = self.rotator.check_plans(settings).await?;
+            let found = self.plans_named(&settings.usage_plan_ids, shared).await?;
+            let (plans, plan_findings) = validate::checked_plans(found);
             let all_found = plan_findings.is_empty();
             findings.extend(plan_findings);
             if all_found {
@@ -203,7 +205,7 @@ where
             &self.rotator.keys,
             &meta,
             raw_values,
-            listing,
+            shared.map(|s| s.listing.as_slice()),
         )
         .await?;
         if let Some(current) = &current {
@@ -229,7 +231,7 @@ where
                 id: id.clone(),
                 name: key.name.clone(),
                 enabled: key.enabled,
-                usage_plan_ids: self.rotator.keys.plans_of_key(id).await?,
+                usage_plan_ids: self.plans_of(id, shared).await?,
                 created: key.created,
                 tie,
                 role: roles.get(id).copied().unwrap_or(Role::Orphan),

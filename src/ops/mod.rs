@@ -19,19 +19,22 @@ mod inspect;
 mod roles;
 mod rollback;
 mod rules;
+mod shared;
 
-pub use cleanup::{CleanupOutcome, Orphan, OrphanReason};
+pub use cleanup::{CleanupOutcome, KeyError, Orphan, OrphanReason};
 pub use deleted::DeletedSecretKeys;
 pub use inspect::{Inspection, KeyView, VersionView};
 pub use roles::Role;
 pub use rollback::{RollbackOutcome, RollbackStep};
+pub use shared::{PlanIndex, Shared};
 
 /// The AWS calls only the operator commands make; every other call they make is a step's
 /// (`rotation::STEP_CALLS`), so the fault matrix covers it.
-pub const OPERATOR_CALLS: [&str; 3] = [
+pub const OPERATOR_CALLS: [&str; 4] = [
     "ListSecrets",
     "ListSecretVersionIds",
     "GetFunctionConfiguration",
+    "GetUsagePlanKeys",
 ];
 
 /// The template's function timeout: how long a rotation step may still be running when the
@@ -153,6 +156,42 @@ where
             unknown,
             timeout,
         }
+    }
+
+    /// The plans the key is on: from the run's shared reads when they know the key, else
+    /// read by key (GetUsagePlans?keyId).
+    pub(crate) async fn plans_of(
+        &self,
+        key_id: &str,
+        shared: Option<&Shared>,
+    ) -> Result<Vec<String>, AwsError> {
+        match shared.and_then(|s| s.plans_known(key_id)) {
+            Some(plans) => Ok(plans),
+            None => self.rotator.keys.plans_of_key(key_id).await,
+        }
+    }
+
+    /// The configured plans, each from the run's shared reads when they show it, else read by
+    /// id (a plan made since, or one that does not exist: it is looked up before it is
+    /// reported missing).
+    pub(crate) async fn plans_named(
+        &self,
+        ids: &[String],
+        shared: Option<&Shared>,
+    ) -> Result<Vec<(String, Option<crate::ports::UsagePlan>)>, AwsError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let known = shared
+                .and_then(|s| s.plans.as_ref())
+                .and_then(|p| p.plan(id))
+                .cloned();
+            let plan = match known {
+                Some(plan) => Some(plan),
+                None => self.rotator.keys.get_usage_plan(id).await?,
+            };
+            found.push((id.clone(), plan));
+        }
+        Ok(found)
     }
 
     async fn function_settings(

@@ -22,40 +22,52 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         &self,
         settings: &RotationSettings,
     ) -> StepResult<(Vec<UsagePlan>, Vec<Finding>)> {
-        let mut plans = Vec::with_capacity(settings.usage_plan_ids.len());
-        let mut findings = Vec::new();
+        let mut found = Vec::with_capacity(settings.usage_plan_ids.len());
         for id in &settings.usage_plan_ids {
-            match self.keys.get_usage_plan(id).await? {
-                Some(plan) => plans.push(plan),
-                None => findings.push(Finding::error(
-                    Code::UsagePlanNotFound,
-                    format!("usage plan {id} does not exist"),
-                    "tag the secret with the id of an existing usage plan (aws apigateway get-usage-plans)",
-                )),
-            }
+            found.push((id.clone(), self.keys.get_usage_plan(id).await?));
         }
-        let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for plan in &plans {
-            for (api, stage) in &plan.api_stages {
-                if !seen.insert((api, stage)) {
-                    findings.push(Finding::error(
-                        Code::UsagePlansOverlap,
-                        format!(
-                            "usage plans {} both cover API {api} stage {stage}; API Gateway refuses a key in two such plans",
-                            plans
-                                .iter()
-                                .filter(|p| p.api_stages.iter().any(|(a, s)| a == api && s == stage))
-                                .map(|p| p.id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(" and ")
-                        ),
-                        "keep one of the plans that cover the stage in the UsagePlan tag",
-                    ));
-                }
-            }
-        }
-        Ok((plans, findings))
+        Ok(checked_plans(found))
     }
+}
+
+/// The configured plans as found (id, the plan when it exists), checked: each must exist, and no
+/// two may cover the same API stage. The operator commands find them in a run's shared reads.
+pub(crate) fn checked_plans(
+    found: Vec<(String, Option<UsagePlan>)>,
+) -> (Vec<UsagePlan>, Vec<Finding>) {
+    let mut plans = Vec::with_capacity(found.len());
+    let mut findings = Vec::new();
+    for (id, plan) in found {
+        match plan {
+            Some(plan) => plans.push(plan),
+            None => findings.push(Finding::error(
+                Code::UsagePlanNotFound,
+                format!("usage plan {id} does not exist"),
+                "tag the secret with the id of an existing usage plan (aws apigateway get-usage-plans)",
+            )),
+        }
+    }
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for plan in &plans {
+        for (api, stage) in &plan.api_stages {
+            if !seen.insert((api, stage)) {
+                findings.push(Finding::error(
+                    Code::UsagePlansOverlap,
+                    format!(
+                        "usage plans {} both cover API {api} stage {stage}; API Gateway refuses a key in two such plans",
+                        plans
+                            .iter()
+                            .filter(|p| p.api_stages.iter().any(|(a, s)| a == api && s == stage))
+                            .map(|p| p.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                    "keep one of the plans that cover the stage in the UsagePlan tag",
+                ));
+            }
+        }
+    }
+    (plans, findings)
 }
 
 /// The TestUrl host rule: allow-listed, or the execute-api host of an API that one of the key's

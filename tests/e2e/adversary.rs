@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use api_key_rotator::aws::AwsFunctionReader;
 use api_key_rotator::config::{OldKeyAction, TIE_TAG};
-use api_key_rotator::ops::{Operator, SettingsOverrides};
+use api_key_rotator::ops::{Operator, SettingsOverrides, Shared};
 use api_key_rotator::ports::{KeyGateway, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use api_key_rotator::ErrorKind;
 use serde_json::{json, Value};
@@ -708,9 +708,13 @@ pub async fn adversary_cleanup_all_spares_the_keys_of_a_recreated_secret(w: Arc<
         .await
         .map_err(|e| e.to_string())?;
     let found = op
-        .deleted_secret_keys(&listing, &BTreeSet::new(), &BTreeSet::new(), Some(&prefix))
-        .await
-        .map_err(|e| e.0)?;
+        .deleted_secret_keys(
+            &Shared::new(listing, None),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            Some(&prefix),
+        )
+        .await;
     let orphans: BTreeSet<&str> = found
         .iter()
         .flat_map(|d| d.keys.iter().map(|k| k.id.as_str()))

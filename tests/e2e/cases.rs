@@ -25,8 +25,10 @@ use crate::metrics::{
     emf_metrics_agree_with_what_happened, retirements_are_counted_once_per_policy,
 };
 use crate::operator::{
+    a_rotation_during_status_all_is_not_reported_gone,
     check_reports_each_finding_and_changes_nothing, cleanup_retires_orphans_and_nothing_else,
-    rollback_under_each_policy_then_a_rotation,
+    deleted_section_reports_per_key_and_goes_on, rollback_under_each_policy_then_a_rotation,
+    status_all_reads_api_gateway_once_per_plan_not_per_secret,
     status_shows_each_key_with_its_role_under_each_policy,
 };
 use crate::ownership::{
@@ -87,6 +89,9 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         check_reports_each_finding_and_changes_nothing,
         status_shows_each_key_with_its_role_under_each_policy,
         cleanup_retires_orphans_and_nothing_else,
+        status_all_reads_api_gateway_once_per_plan_not_per_secret,
+        deleted_section_reports_per_key_and_goes_on,
+        a_rotation_during_status_all_is_not_reported_gone,
         rollback_under_each_policy_then_a_rotation,
         no_secret_reaches_any_output_at_trace_or_debug,
         // What the role may touch (issue 21, items 2 and 3).

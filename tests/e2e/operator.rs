@@ -7,12 +7,16 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api_key_rotator::aws::AwsFunctionReader;
 use api_key_rotator::config::OldKeyAction;
+use api_key_rotator::ops::{Operator, PlanIndex, SettingsOverrides, Shared};
+use api_key_rotator::ports::KeyGateway;
 use serde_json::{json, Value};
 
 use crate::cases::{rotator, setup, tied_ids};
 use crate::ensure;
 use crate::ownership::{given, invariant, rotate_checked, Start, POLICIES};
+use crate::support::proxy::{Fault, Proxy};
 use crate::support::world::{str_field, World};
 use crate::support::R;
 
@@ -956,4 +960,427 @@ pub async fn rollback_under_each_policy_then_a_rotation(w: Arc<World>) -> R<()> 
         invariant(&w, &mut o, policy).await?;
     }
     no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
+}
+
+/// The API Gateway operations `status --all` may call: the shared per-page and per-plan reads.
+const SHARED_READS: [&str; 3] = ["GetApiKeys", "GetUsagePlans", "GetUsagePlanKeys"];
+
+/// Every usage plan in the account, as an operator sees it.
+async fn plan_count(w: &World) -> R<usize> {
+    let mut n = 0;
+    let mut position: Option<String> = None;
+    loop {
+        let out =
+            w.ag.get_usage_plans()
+                .limit(500)
+                .set_position(position.clone())
+                .send()
+                .await?;
+        n += out.items().len();
+        match out.position() {
+            Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
+                position = Some(p.to_owned())
+            }
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// The ids of a `deleted_secrets` entry's keys (or its `errors`).
+fn ids_of(entry: &Value, field: &str) -> BTreeSet<String> {
+    entry[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `status --all` over a fleet: a secret tagged only `KeyNameOld` (ListSecrets' tag-key filter
+/// matches prefixes) is not taken for one; API Gateway is read once per page and once per plan,
+/// never per secret, and the plans shown are still right; `--json-lines` prints the same
+/// entries, one a line, with the exit code last; `--json` keeps its one document.
+pub async fn status_all_reads_api_gateway_once_per_plan_not_per_secret(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let prefix = w.unique("opsfleet");
+    let mut live = BTreeMap::new();
+    for i in 0..3 {
+        let arn = w
+            .create_secret_named(
+                &format!("{prefix}-live-{i}"),
+                Some("{}"),
+                &[("KeyName", &w.unique("fleet")), ("UsagePlan", &plan)],
+            )
+            .await?;
+        w.rotate(&r, &arn, 1).await?;
+        live.insert(arn.clone(), tied_ids(&w, &arn).await?);
+    }
+    // Tagged with a key that starts with KeyName, and no KeyName: not a secret of the rotator's.
+    let old_tag = w
+        .create_secret_named(
+            &format!("{prefix}-oldtag"),
+            Some("{}"),
+            &[("KeyNameOld", &w.unique("retired")), ("UsagePlan", &plan)],
+        )
+        .await?;
+    let gone = w
+        .create_secret_named(
+            &format!("{prefix}-gone"),
+            Some("{}"),
+            &[("KeyName", &w.unique("gone")), ("UsagePlan", &plan)],
+        )
+        .await?;
+    w.rotate(&r, &gone, 1).await?;
+    let gone_keys = tied_ids(&w, &gone).await?;
+    w.sm.delete_secret()
+        .secret_id(&gone)
+        .force_delete_without_recovery(true)
+        .send()
+        .await?;
+
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let run = cli_with(
+        &proxy.endpoint,
+        &[],
+        &["--json", "status", "--all", "--prefix", &prefix],
+    )
+    .await?;
+    let calls = proxy.all_calls();
+    let reported: BTreeSet<&str> = run.json["secrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["secret"].as_str())
+        .collect();
+    ensure!(
+        !reported.contains(old_tag.as_str()),
+        "status --all reported the secret tagged only KeyNameOld: {}",
+        run.stdout
+    );
+    ensure!(
+        reported == live.keys().map(String::as_str).collect(),
+        "status --all reported {reported:?}, want the live secrets"
+    );
+    ensure!(
+        run.code == 0,
+        "status --all: exit {} {}",
+        run.code,
+        run.stdout
+    );
+    for e in run.json["secrets"].as_array().into_iter().flatten() {
+        let want = live.get(e["secret"].as_str().unwrap_or_default());
+        ensure!(
+            Some(&ids_of(e, "keys")) == want,
+            "keys of {}: {}",
+            e["secret"],
+            e["keys"]
+        );
+        ensure!(
+            e["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|k| k["usage_plan_ids"] == json!([plan])),
+            "the plans the shared reads show are wrong: {e}"
+        );
+    }
+    let deleted = run.json["deleted_secrets"]
+        .as_array()
+        .ok_or("no deleted_secrets")?;
+    ensure!(
+        deleted.len() == 1
+            && deleted[0]["secret"] == gone.as_str()
+            && ids_of(&deleted[0], "keys") == gone_keys
+            && deleted[0]["keys"][0]["usage_plan_ids"] == json!([plan])
+            && deleted[0]["errors"] == json!([]),
+        "deleted_secrets: {deleted:?}"
+    );
+    // API Gateway: the shared reads only, GetUsagePlanKeys once per plan.
+    let plans = plan_count(&w).await?;
+    let per_secret: BTreeMap<&String, &u32> = calls
+        .iter()
+        .filter(|(op, _)| {
+            !SHARED_READS.contains(&op.as_str())
+                && !op.starts_with("GET /2015-03-31/functions")
+                && ![
+                    "ListSecrets",
+                    "DescribeSecret",
+                    "ListSecretVersionIds",
+                    "GetSecretValue",
+                ]
+                .contains(&op.as_str())
+        })
+        .collect();
+    ensure!(
+        per_secret.is_empty(),
+        "status --all made API Gateway calls beyond the shared reads: {per_secret:?} (all: {calls:?})"
+    );
+    ensure!(
+        calls.get("GetUsagePlans") == Some(&(plans.div_ceil(500).max(1) as u32))
+            && calls.get("GetUsagePlanKeys") == Some(&(plans as u32)),
+        "{plans} plans: GetUsagePlans {:?}, GetUsagePlanKeys {:?}",
+        calls.get("GetUsagePlans"),
+        calls.get("GetUsagePlanKeys")
+    );
+    // Secrets Manager: one DescribeSecret a secret (and the deleted one's, and its name's).
+    ensure!(
+        calls.get("DescribeSecret") == Some(&(live.len() as u32 + 2)),
+        "DescribeSecret {:?}",
+        calls.get("DescribeSecret")
+    );
+
+    // --json-lines: the same entries, one a line, then the exit code.
+    let lines = cli(
+        &w,
+        &["--json-lines", "status", "--all", "--prefix", &prefix],
+    )
+    .await?;
+    let parsed: Vec<Value> = lines
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--json-lines: a line is not JSON ({e}): {}", lines.stdout))?;
+    let kinds: Vec<&str> = parsed.iter().filter_map(|l| l["kind"].as_str()).collect();
+    ensure!(
+        kinds == ["secret", "secret", "secret", "deleted_secret", "end"]
+            && parsed
+                .iter()
+                .all(|l| l["schema_version"] == 1 && l["command"] == "status")
+            && parsed.last().map(|l| &l["exit_code"]) == Some(&json!(0))
+            && lines.code == 0,
+        "--json-lines: exit {}: {}",
+        lines.code,
+        lines.stdout
+    );
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            for k in ["schema_version", "command", "kind"] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    let from_lines: Vec<Value> = parsed
+        .iter()
+        .filter(|l| l["kind"] == "secret")
+        .map(strip)
+        .collect();
+    ensure!(
+        Some(&from_lines) == run.json["secrets"].as_array(),
+        "--json-lines and --json differ"
+    );
+    // The table, entry by entry.
+    let table = cli(&w, &["status", "--all", "--prefix", &prefix]).await?;
+    ensure!(
+        live.keys().all(|arn| table.stdout.contains(arn.as_str()))
+            && table
+                .stdout
+                .contains(&format!("keys of the deleted secret {gone}"))
+            && !table.stdout.contains(&old_tag),
+        "table: {}",
+        table.stdout
+    );
+    no_key_values(&w, &[&run, &lines, &table]).await
+}
+
+/// One deleted secret that cannot be read does not stop the others: `status --all` lists it
+/// per key with the cause (exit 3) and the other deleted secret's keys as usual; `cleanup --all
+/// --apply` retires the other's keys and leaves its keys alone (exit 3); run again, it retires
+/// them too.
+pub async fn deleted_section_reports_per_key_and_goes_on(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let prefix = w.unique("opsperkey");
+    let live = w
+        .create_secret_named(
+            &format!("{prefix}-live"),
+            Some("{}"),
+            &[("KeyName", &w.unique("alive")), ("UsagePlan", &plan)],
+        )
+        .await?;
+    w.rotate(&r, &live, 1).await?;
+    let live_keys = tied_ids(&w, &live).await?;
+    let mut gone = Vec::new();
+    for which in ["a", "b"] {
+        let arn = w
+            .create_secret_named(
+                &format!("{prefix}-gone-{which}"),
+                Some("{}"),
+                &[("KeyName", &w.unique("gone")), ("UsagePlan", &plan)],
+            )
+            .await?;
+        w.rotate(&r, &arn, 1).await?;
+        let keys = tied_ids(&w, &arn).await?;
+        w.sm.delete_secret()
+            .secret_id(&arn)
+            .force_delete_without_recovery(true)
+            .send()
+            .await?;
+        gone.push((arn, keys));
+    }
+    // The deleted secrets are judged in ARN order: -gone-a first.
+    gone.sort();
+    let [(a, a_keys), (b, b_keys)] = <[_; 2]>::try_from(gone).map_err(|_| "two secrets")?;
+    let env = [
+        ("ROTATOR_MAX_ATTEMPTS", "1"),
+        ("ROTATOR_INITIAL_BACKOFF_MS", "2"),
+        ("ROTATOR_MAX_BACKOFF_MS", "10"),
+    ];
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let mut runs = Vec::new();
+    for command in ["status", "cleanup"] {
+        // The live secret's DescribeSecret goes through; the first deleted secret's fails.
+        proxy.clear();
+        proxy.reset_counts();
+        proxy.inject_after(None, "DescribeSecret", 1, Fault::FailBefore, 1);
+        let mut args = vec!["--json", command, "--all", "--prefix", &prefix];
+        if command == "cleanup" {
+            args.push("--apply");
+        }
+        let run = cli_with(&proxy.endpoint, &env, &args).await?;
+        ensure!(
+            proxy.injected("DescribeSecret") == 1,
+            "{command}: the fault was not injected"
+        );
+        let deleted = run.json["deleted_secrets"]
+            .as_array()
+            .ok_or("no deleted_secrets")?;
+        let entry = |arn: &str| deleted.iter().find(|d| d["secret"] == arn).cloned();
+        let ea = entry(&a).ok_or_else(|| format!("{command}: no entry for {a}: {deleted:?}"))?;
+        let eb = entry(&b).ok_or_else(|| format!("{command}: no entry for {b}: {deleted:?}"))?;
+        ensure!(
+            ids_of(&ea, "errors") == a_keys
+                && ea["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|k| k["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("could not be read"))),
+            "{command}: the unreadable secret's keys are not reported per key with the cause: {ea}"
+        );
+        ensure!(
+            ids_of(
+                &eb,
+                if command == "status" {
+                    "keys"
+                } else {
+                    "orphans"
+                }
+            ) == b_keys
+                && eb["errors"] == json!([]),
+            "{command}: the other deleted secret was not judged: {eb}"
+        );
+        ensure!(run.code == 3, "{command}: exit {}, want 3", run.code);
+        if command == "cleanup" {
+            let retired: BTreeSet<String> = eb["retired"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect();
+            ensure!(
+                retired == b_keys,
+                "cleanup retired {retired:?}, want {b_keys:?}"
+            );
+            for k in &b_keys {
+                ensure!(w.key(k).await?.is_none(), "{k} was not retired");
+            }
+            for k in &a_keys {
+                ensure!(
+                    w.key(k).await?.is_some(),
+                    "a key of the secret that could not be read was retired"
+                );
+            }
+        }
+        runs.push(run);
+    }
+    ensure!(
+        tied_ids(&w, &live).await? == live_keys,
+        "a live secret's keys changed"
+    );
+    // Without the fault, the keys left are retired.
+    let run = cli(
+        &w,
+        &["--json", "cleanup", "--all", "--prefix", &prefix, "--apply"],
+    )
+    .await?;
+    for k in &a_keys {
+        ensure!(
+            w.key(k).await?.is_none(),
+            "{k} was not retired on the re-run"
+        );
+    }
+    ensure!(run.code == 0, "re-run: exit {} {}", run.code, run.stdout);
+    runs.push(run);
+    no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await
+}
+
+/// A long run's shared reads go stale: a rotation between them and the secret's inspection
+/// makes a key neither the listing nor the plan index shows. It is looked up by id, not
+/// reported gone (`current-key-gone`), and its plans are read by key, not taken as none. A plan
+/// made after the shared reads, which the secret's UsagePlan tag now names as well, is read by
+/// id, not reported missing (`usage-plan-not-found`).
+pub async fn a_rotation_during_status_all_is_not_reported_gone(w: Arc<World>) -> R<()> {
+    let r = rotator(&w).await?;
+    let s = setup(&w, Some("{}"), &[]).await?;
+    w.rotate(&r, &s.secret, 1).await?;
+    let sdk =
+        crate::support::world::sdk_config(&w.endpoint, &crate::support::world::fast_sdk()).await;
+    let op = Operator::new(
+        rotator(&w).await?,
+        AwsFunctionReader::new(&sdk),
+        SettingsOverrides::default(),
+        crate::support::world::REGION.to_owned(),
+    );
+    let listing = op
+        .rotator
+        .keys
+        .list_all_keys()
+        .await
+        .map_err(|e| e.to_string())?;
+    let index = PlanIndex::read(&op.rotator.keys)
+        .await
+        .map_err(|e| e.to_string())?;
+    let shared = Shared::new(listing, Some(index));
+    // The next rotation, after the shared reads.
+    w.rotate(&r, &s.secret, 1).await?;
+    let current =
+        str_field(&w.value(&s.secret, AWSCURRENT).await?, "api_key_id").ok_or("no key")?;
+    let other_api = w.create_api().await?;
+    let new_plan = w.create_plan(Some(&other_api)).await?;
+    crate::ownership::set_tag(
+        &w,
+        &s.secret,
+        "UsagePlan",
+        &format!("{},{new_plan}", s.plan),
+    )
+    .await?;
+    let seen = op
+        .inspect(&s.secret, Some(&shared))
+        .await
+        .map_err(|e| e.0)?;
+    let found: Vec<&str> = seen.findings.iter().map(|f| f.code.as_str()).collect();
+    ensure!(
+        !found.contains(&"current-key-gone") && !found.contains(&"usage-plan-not-found"),
+        "a key or a plan made after the shared reads was reported gone: {:?}",
+        seen.findings
+    );
+    let key = seen
+        .keys
+        .iter()
+        .find(|k| k.id == current)
+        .ok_or("the new current key is not among the secret's keys")?;
+    ensure!(
+        key.usage_plan_ids == [s.plan.clone()],
+        "the new key's plans {:?}, want [{}]: the stale index was taken for the truth",
+        key.usage_plan_ids,
+        s.plan
+    );
+    Ok(())
 }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use api_key_rotator::config::{FunctionConfig, OldKeyAction, TIE_TAG};
-use api_key_rotator::ops::{Operator, SettingsOverrides};
+use api_key_rotator::ops::{Operator, SettingsOverrides, Shared};
 use api_key_rotator::ports::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 use api_key_rotator::Rotator;
 use fakes::{
@@ -784,9 +784,13 @@ impl Model {
         // namesake check stands between the key and retirement.
         let found = self
             .operator
-            .deleted_secret_keys(&listing, &BTreeSet::new(), &BTreeSet::new(), None)
-            .await
-            .map_err(|e| e.0)?;
+            .deleted_secret_keys(
+                &Shared::new(listing, None),
+                &BTreeSet::new(),
+                &BTreeSet::new(),
+                None,
+            )
+            .await;
         let wrong: Vec<&String> = found
             .iter()
             .flat_map(|d| d.keys.iter().map(|k| &k.id))

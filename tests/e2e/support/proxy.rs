@@ -200,6 +200,7 @@ pub fn operation_of(method: &str, path: &str, target: Option<&str>) -> String {
         ("DELETE", ["apikeys", _]) => "DeleteApiKey",
         ("GET", ["usageplans"]) => "GetUsagePlans",
         ("GET", ["usageplans", _]) => "GetUsagePlan",
+        ("GET", ["usageplans", _, "keys"]) => "GetUsagePlanKeys",
         ("POST", ["usageplans", _, "keys"]) => "CreateUsagePlanKey",
         ("GET", ["usageplans", _, "keys", _]) => "GetUsagePlanKey",
         ("DELETE", ["usageplans", _, "keys", _]) => "DeleteUsagePlanKey",
