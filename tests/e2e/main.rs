@@ -9,6 +9,7 @@ mod cases;
 mod deadline;
 #[path = "../fakes/mod.rs"]
 mod fakes;
+mod guards;
 mod matrix;
 mod metrics;
 mod operator;
