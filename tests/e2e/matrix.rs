@@ -191,9 +191,18 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
         }
     }
     // FAULT_MATRIX_ONLY=Op runs the rows of that operation alone (while working on one call).
+    // A filter that leaves no cell (a typo, an operation no step calls) fails the run rather
+    // than passing it with nothing checked.
     if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
+        let ops: std::collections::BTreeSet<&str> = cells.iter().map(|(_, op, _, _)| *op).collect();
         cells.retain(|(_, op, _, _)| *op == only);
+        ensure!(
+            !cells.is_empty(),
+            "FAULT_MATRIX_ONLY={only:?} leaves no cell of the fault matrix; the operations with cells are: {}",
+            ops.into_iter().collect::<Vec<_>>().join(", ")
+        );
     }
+    ensure!(!cells.is_empty(), "the fault matrix has no cell to run");
     // One cell at a time: the emulator is the bottleneck, and three concurrent workers made the
     // matrix slower here (236 s against 188 s).
     let tally = run_cells(w, api, plan, cells).await?;
