@@ -21,6 +21,7 @@ use crate::adversary::{
 };
 use crate::ensure;
 use crate::guards::{
+    guard_a_late_finish_spares_the_key_an_open_rotation_is_making,
     guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_change,
     guard_a_version_with_only_a_custom_label_is_no_rotation,
     guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again,
@@ -121,6 +122,7 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         guard_cleanup_all_never_takes_a_key_of_another_regions_secret,
         guard_rollback_refuses_a_key_tied_to_another_secret,
         guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_change,
+        guard_a_late_finish_spares_the_key_an_open_rotation_is_making,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,

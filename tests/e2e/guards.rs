@@ -18,9 +18,11 @@ use api_key_rotator::probe::HttpProber;
 use api_key_rotator::{ErrorKind, Rotator};
 use serde_json::json;
 
+use crate::adversary::create_refused_at_put;
 use crate::cases::{rotator, setup, tied_ids};
 use crate::ensure;
 use crate::operator::{cli, codes};
+use crate::support::proxy::Proxy;
 use crate::support::world::{fast_sdk, sdk_config, str_field, World, REGION};
 use crate::support::R;
 
@@ -553,5 +555,53 @@ pub async fn guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_c
         runs.push(run);
     }
     crate::operator::no_key_values(&w, &runs.iter().collect::<Vec<_>>()).await?;
+    Ok(())
+}
+
+/// Guard: the name-suffix skip (`Survey::unneeded`, src/ownership/mod.rs): a key named for an
+/// open rotation's version and held by no version yet is that rotation's createSecret's work in
+/// progress, not an orphan. createSecret makes the key and fails at PutSecretValue; then the
+/// previous rotation's finishSecret is delivered late (a replay): it must leave the key alone,
+/// `status` must call it `duplicate`, not `orphan`, and the re-run rotation completes with that
+/// very key. Without the skip the late finishSecret deletes it (and a createSecret in flight
+/// between CreateApiKey and PutSecretValue would store a value naming a deleted key). `cleanup`
+/// never reaches the skip: it refuses a secret with an open rotation first.
+pub async fn guard_a_late_finish_spares_the_key_an_open_rotation_is_making(w: Arc<World>) -> R<()> {
+    let proxy = Proxy::start(&w.endpoint).await?;
+    let r = w.rotator(&proxy.endpoint, crate::cases::config()).await?;
+    let s = setup(&w, Some("{}"), &[]).await?;
+    let (first, errors) = w.rotate(&r, &s.secret, 1).await?;
+    ensure!(errors.is_empty(), "{errors:?}");
+    let token = w.open_rotation(&s.secret).await?;
+    create_refused_at_put(&r, &proxy, &s.secret, &token).await?;
+    let made = w
+        .keys_with_prefix(&format!("{}-{token}", s.key_name))
+        .await?;
+    ensure!(made.len() == 1, "{} keys for the open rotation", made.len());
+    let made = made[0].id().unwrap_or_default().to_owned();
+    r.handle(&World::event("finishSecret", &s.secret, &first))
+        .await?;
+    ensure!(
+        w.key(&made).await?.is_some(),
+        "the late finishSecret deleted the key the open rotation made"
+    );
+    let run = cli(&w, &["--json", "status", &s.secret]).await?;
+    let role = run.json["secrets"][0]["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["id"] == made.as_str())
+        .map(|k| k["role"].clone());
+    ensure!(
+        role == Some(json!("duplicate")),
+        "status gives the open rotation's key the role {role:?}: {}",
+        run.stdout
+    );
+    World::drive(&r, &s.secret, &token, 1, || {}).await?;
+    let current = crate::cases::assert_rotated(&w, &s, &token, &[&s.plan]).await?;
+    ensure!(
+        current == made,
+        "the re-run made {current}, not the key {made} its first try made"
+    );
     Ok(())
 }
