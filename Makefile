@@ -15,7 +15,7 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check demo lambda-tools sam up down seed watch invoke rotate status ops
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check shipped-check demo lambda-tools sam up down seed watch invoke rotate status ops
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
@@ -26,6 +26,7 @@ help:
 	@echo "               FLEET=N: the fleet mode (FLEET=0 skips it)"
 	@echo "               (FLEET_MODEL=strict|lenient Secrets Manager re-runs, FLEET_TIMEOUT=seconds per invocation)"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
+	@echo "make shipped-check         the bootstrap in make build's zip rotates under the Lambda Runtime API (e2e)"
 	@echo "make sam                   the deploy path, offline: sam validate --lint, sam build (x86_64), pinned SAM CLI"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev), with an example partner"
 	@echo "make seed [POLICY=disable] another example partner (API, plan, first key, tagged secret) on it"
@@ -82,6 +83,17 @@ release:
 # The release binary under the Lambda Runtime API, rotating through the fault proxy.
 release-check: release localstack
 	ROTATOR_BINARY=$(CURDIR)/target/release/api-key-rotator cargo test --locked --test e2e -- the_binary_rotates
+
+# The bootstrap that ships (the zip make build packed, unzipped to a temporary directory) under
+# the Lambda Runtime API, rotating through the fault proxy: one e2e case. CI runs it after make
+# build.
+ZIP := target/lambda/api-key-rotator/bootstrap.zip
+shipped-check: localstack
+	@test -f $(ZIP) || { echo "no $(ZIP): run make build first" >&2; exit 1; }
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	unzip -q $(ZIP) bootstrap -d "$$dir" && \
+	echo "the shipped bootstrap: $(ZIP) ($$(sha256sum "$$dir/bootstrap" | cut -c1-16))" && \
+	ROTATOR_BINARY="$$dir/bootstrap" cargo test --locked --test e2e -- the_binary_rotates_under_the_lambda_runtime_api
 
 LAMBDA := .local/lambda-venv
 DEV := .local/dev

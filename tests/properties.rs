@@ -71,12 +71,20 @@ fn tag_value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// 2000 cases by default; `PROPTEST_CASES` asks for more (a long local hunt) or fewer.
+/// 2000 cases by default; `PROPTEST_CASES` asks for more (a long local hunt) or fewer, never
+/// none: `PROPTEST_CASES=0`, or a value that is not a number, fails every property here rather
+/// than passing it with nothing checked.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
+    let cases = match std::env::var("PROPTEST_CASES") {
+        Err(_) => 2000,
+        Ok(raw) => raw.trim().parse().unwrap_or(0),
+    };
+    assert!(
+        cases > 0,
+        "PROPTEST_CASES={:?} runs no case: set a positive number, or unset it for the default (2000)",
+        std::env::var("PROPTEST_CASES").unwrap_or_default()
+    );
+    cases
 }
 
 proptest! {

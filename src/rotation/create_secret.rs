@@ -125,3 +125,60 @@ fn record(survey: &Survey, new_key: &str) -> Option<Vec<String>> {
     }
     Some(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::ownership::Owned;
+    use crate::ports::ApiKey;
+
+    /// A survey owning `hidden` keys whose tie a listing does not show, the new key `new`
+    /// (listed), and one more listed key.
+    fn survey(hidden: usize) -> Survey {
+        let owned = |id: String, tie| {
+            let key = ApiKey {
+                id: id.clone(),
+                name: format!("partner-{id}"),
+                ..ApiKey::default()
+            };
+            (id, Owned { key, tie })
+        };
+        let mut keys: BTreeMap<String, Owned> = (0..hidden)
+            .map(|i| owned(format!("h{i:03}"), Tie::Later))
+            .collect();
+        keys.extend([
+            owned("new".into(), Tie::Listed),
+            owned("listed".into(), Tie::Listed),
+        ]);
+        Survey {
+            arn: "arn:aws:secretsmanager:us-east-1:1:secret:partner-a".into(),
+            versions: BTreeMap::new(),
+            owned: keys,
+            foreign: BTreeMap::new(),
+            missing: BTreeSet::new(),
+        }
+    }
+
+    /// The record holds the hidden ties up to its limit, and none past it: a record of more
+    /// would make every later step refuse the value it wrote (`secret::owned_key_ids`).
+    #[test]
+    fn the_record_holds_hidden_ties_up_to_its_limit_and_none_past_it() {
+        let at_limit = record(&survey(MAX_OWNED_KEY_IDS), "new");
+        assert_eq!(at_limit.as_ref().map(Vec::len), Some(MAX_OWNED_KEY_IDS));
+        assert!(at_limit.is_some_and(
+            |ids| !ids.contains(&"new".to_owned()) && !ids.contains(&"listed".to_owned())
+        ));
+        assert_eq!(record(&survey(MAX_OWNED_KEY_IDS + 1), "new"), None);
+        // The new key is never counted, even when its tie is hidden.
+        let mut with_new_hidden = survey(MAX_OWNED_KEY_IDS);
+        if let Some(o) = with_new_hidden.owned.get_mut("new") {
+            o.tie = Tie::Later;
+        }
+        assert_eq!(
+            record(&with_new_hidden, "new").map(|ids| ids.len()),
+            Some(MAX_OWNED_KEY_IDS)
+        );
+    }
+}

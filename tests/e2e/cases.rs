@@ -20,6 +20,17 @@ use crate::adversary::{
     adversary_rollback_refuses_an_open_rotation_unless_forced,
 };
 use crate::ensure;
+use crate::guards::{
+    guard_a_late_finish_spares_the_key_an_open_rotation_is_making,
+    guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_change,
+    guard_a_version_with_only_a_custom_label_is_no_rotation,
+    guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again,
+    guard_cleanup_all_never_takes_a_key_of_another_regions_secret,
+    guard_cleanup_reads_the_secret_again_before_each_delete,
+    guard_create_refuses_a_current_key_of_another_secret_as_foreign,
+    guard_every_step_refuses_a_stale_pending_version,
+    guard_rollback_refuses_a_key_tied_to_another_secret,
+};
 use crate::matrix::fault_matrix;
 use crate::metrics::{
     emf_metrics_agree_with_what_happened, retirements_are_counted_once_per_policy,
@@ -109,6 +120,16 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         adversary_rollback_refuses_an_open_rotation_unless_forced,
         adversary_a_failed_retirement_is_visible_and_cleanup_finishes_it,
         adversary_a_previous_key_another_version_holds_is_left_alone,
+        // Guards a test must notice when deleted (issue 20).
+        guard_every_step_refuses_a_stale_pending_version,
+        guard_a_version_with_only_a_custom_label_is_no_rotation,
+        guard_create_refuses_a_current_key_of_another_secret_as_foreign,
+        guard_cleanup_reads_the_secret_again_before_each_delete,
+        guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again,
+        guard_cleanup_all_never_takes_a_key_of_another_regions_secret,
+        guard_rollback_refuses_a_key_tied_to_another_secret,
+        guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_change,
+        guard_a_late_finish_spares_the_key_an_open_rotation_is_making,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,

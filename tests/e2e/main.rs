@@ -9,6 +9,7 @@ mod cases;
 mod deadline;
 #[path = "../fakes/mod.rs"]
 mod fakes;
+mod guards;
 mod matrix;
 mod metrics;
 mod operator;
@@ -50,6 +51,40 @@ fn main() {
 
 async fn run(filters: Vec<String>) -> i32 {
     let started = Instant::now();
+    // A filter that selects nothing (a typo) fails the run: "running 0 tests" and exit 0 would
+    // pass having checked nothing. Each filter must match at least one case.
+    let names: Vec<&str> = all_cases().iter().map(|(name, _)| *name).collect();
+    let unmatched: Vec<&String> = filters
+        .iter()
+        .filter(|f| !names.iter().any(|n| n.contains(f.as_str())))
+        .collect();
+    if !unmatched.is_empty() {
+        eprintln!(
+            "error: no e2e case matches {} (a filter meant for another test target? name it: cargo test --lib NAME, --test NAME); the e2e cases are:\n    {}",
+            unmatched
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names.join("\n    ")
+        );
+        println!("test result: FAILED. 0 passed; 0 failed; 0 ignored; 0 measured; 0 selected");
+        return 1;
+    }
+    // ROTATOR_BINARY swaps the bootstrap the Lambda Runtime API cases start: say which one runs,
+    // and refuse a path that is not an executable file.
+    match support::runtime::binary_under_test() {
+        Ok((path, true)) => println!(
+            "binary under test (ROTATOR_BINARY): {} (the cases under the Lambda Runtime API run it; the operator commands run the debug build)",
+            path.display()
+        ),
+        Ok((_, false)) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            println!("test result: FAILED. 0 passed; 0 failed; 0 ignored; 0 measured");
+            return 1;
+        }
+    }
     if let Err(e) = support::logs::capture_function_logs() {
         eprintln!("error: cannot capture the function's logs: {e}");
         return 1;
@@ -84,11 +119,7 @@ async fn run_cases(local: &LocalAws, filters: &[String], started: Instant) -> i3
             return 1;
         }
     };
-    // The deadline cases run before the last case, which reads what every case did.
-    let mut all = cases::all();
-    let last = all.pop();
-    all.extend(deadline::all());
-    all.extend(last);
+    let all = all_cases();
     let selected: Vec<_> = all
         .iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
@@ -132,4 +163,14 @@ async fn run_cases(local: &LocalAws, filters: &[String], started: Instant) -> i3
         started.elapsed().as_secs_f64()
     );
     i32::from(!failed.is_empty())
+}
+
+/// Every case, in the order they run: the deadline cases run before the last case, which reads
+/// what every case did.
+fn all_cases() -> Vec<(&'static str, TestFn)> {
+    let mut all = cases::all();
+    let last = all.pop();
+    all.extend(deadline::all());
+    all.extend(last);
+    all
 }

@@ -225,14 +225,26 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
     }
     // FAULT_MATRIX_ONLY=Op[,Op] runs the rows of those operations alone, and
     // FAULT_MATRIX_COLUMNS=Column[,Column] (as the summary names them) those columns alone
-    // (while working on one call or one fault).
+    // (while working on one call or one fault). A filter that leaves no cell (a typo, an
+    // operation no step calls) fails the run rather than passing it with nothing checked.
+    let ops: std::collections::BTreeSet<&str> = cells.iter().map(|(_, op, _, _)| *op).collect();
     if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
         cells.retain(|(_, op, _, _)| only.split(',').any(|o| o.trim() == *op));
+        ensure!(
+            !cells.is_empty(),
+            "FAULT_MATRIX_ONLY={only:?} leaves no cell of the fault matrix; the operations with cells are: {}",
+            ops.iter().copied().collect::<Vec<_>>().join(", ")
+        );
     }
     if let Ok(only) = std::env::var("FAULT_MATRIX_COLUMNS") {
         cells
             .retain(|(_, _, column, _)| only.split(',').any(|c| c.trim() == format!("{column:?}")));
+        ensure!(
+            !cells.is_empty(),
+            "FAULT_MATRIX_COLUMNS={only:?} leaves no cell of the fault matrix (columns are named as the summary names them)"
+        );
     }
+    ensure!(!cells.is_empty(), "the fault matrix has no cell to run");
     // One cell at a time: the emulator is the bottleneck, and three concurrent workers made the
     // matrix slower here (236 s against 188 s).
     let tally = run_cells(w, api, plan, cells).await?;

@@ -1165,11 +1165,20 @@ fn run(start: Start, playing: Playing, actions: &[Action]) -> Result<(), String>
     })
 }
 
+/// 256 cases by default; `PROPTEST_CASES` asks for more (a long local hunt) or fewer, never
+/// none: `PROPTEST_CASES=0`, or a value that is not a number, fails every property here rather
+/// than passing it with nothing checked.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    let cases = match std::env::var("PROPTEST_CASES") {
+        Err(_) => 256,
+        Ok(raw) => raw.trim().parse().unwrap_or(0),
+    };
+    assert!(
+        cases > 0,
+        "PROPTEST_CASES={:?} runs no case: set a positive number, or unset it for the default (256)",
+        std::env::var("PROPTEST_CASES").unwrap_or_default()
+    );
+    cases
 }
 
 proptest! {

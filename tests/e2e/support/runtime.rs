@@ -194,10 +194,7 @@ impl Function {
         let out = std::fs::File::create(&log)?;
         // Every byte the binary writes is in the final log scan.
         super::logs::register(log.clone());
-        // ROTATOR_BINARY runs another build of the function (e.g. the release binary).
-        let binary = std::env::var_os("ROTATOR_BINARY")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_api-key-rotator")));
+        let (binary, _) = binary_under_test()?;
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -328,4 +325,26 @@ impl Drop for Function {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// The bootstrap the cases start under the Lambda Runtime API, and whether `ROTATOR_BINARY`
+/// chose it: the debug build by default, or another build of the function (the release binary,
+/// the bootstrap inside the shipped zip). An override that is not an executable file is refused,
+/// so that a typo never falls back to the debug build.
+pub fn binary_under_test() -> R<(PathBuf, bool)> {
+    let Some(path) = std::env::var_os("ROTATOR_BINARY") else {
+        return Ok((PathBuf::from(env!("CARGO_BIN_EXE_api-key-rotator")), false));
+    };
+    let path = PathBuf::from(path);
+    let meta =
+        std::fs::metadata(&path).map_err(|e| format!("ROTATOR_BINARY={}: {e}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(
+                format!("ROTATOR_BINARY={}: not an executable file", path.display()).into(),
+            );
+        }
+    }
+    Ok((path, true))
 }
