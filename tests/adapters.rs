@@ -622,14 +622,16 @@ async fn usage_plans_of_a_key_are_read_to_the_last_page() {
 
 #[tokio::test]
 async fn secrets_and_their_versions_are_read_to_the_last_page() {
-    use api_key_rotator::ports::SecretCatalog;
     use aws_sdk_secretsmanager::operation::list_secret_version_ids::ListSecretVersionIdsOutput;
     use aws_sdk_secretsmanager::operation::list_secrets::ListSecretsOutput;
-    use aws_sdk_secretsmanager::types::{SecretListEntry, SecretVersionsListEntry};
+    use aws_sdk_secretsmanager::types::{SecretListEntry, SecretVersionsListEntry, Tag};
+    // Each carries the exact tag: the adapter keeps only those (ListSecrets' tag-key filter
+    // matches a prefix).
     let secret = |name: &str| {
         SecretListEntry::builder()
             .name(name)
             .arn(format!("arn:{name}"))
+            .tags(Tag::builder().key("KeyName").value(name).build())
             .build()
     };
     let list1 = mock!(aws_sdk_secretsmanager::Client::list_secrets)
@@ -684,6 +686,8 @@ async fn secrets_and_their_versions_are_read_to_the_last_page() {
     assert_eq!(
         dates.into_iter().collect::<Vec<_>>(),
         [("v1".to_owned(), 10), ("v2".to_owned(), 10)]
+    );
+}
 
 #[tokio::test]
 async fn plans_and_their_keys_are_paged_and_a_vanished_plan_is_none() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use api_key_rotator::aws::{AwsFunctionReader, AwsKeyGateway, AwsSecretStore};
 use api_key_rotator::config::{FunctionConfig, TIE_TAG};
-use api_key_rotator::ops::{DeletedSecretKeys, KeyView, Operator, Role, SettingsOverrides};
+use api_key_rotator::ops::{DeletedSecretKeys, KeyView, Operator, Role, SettingsOverrides, Shared};
 use api_key_rotator::ports::KeyGateway;
 use api_key_rotator::probe::HttpProber;
 use api_key_rotator::{ErrorKind, Rotator};
@@ -284,11 +284,9 @@ pub async fn guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again(
             tie: Some(secret.clone()),
             role: Role::Orphan,
         }],
+        errors: vec![],
     };
-    let out = op
-        .cleanup_deleted(&gone, true)
-        .await
-        .map_err(|e| format!("cleanup_deleted: {e:?}"))?;
+    let out = op.cleanup_deleted(&gone, true).await;
     ensure!(
         out.retired.is_empty()
             && out
@@ -306,10 +304,7 @@ pub async fn guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again(
         .force_delete_without_recovery(true)
         .send()
         .await?;
-    let out = op
-        .cleanup_deleted(&gone, true)
-        .await
-        .map_err(|e| format!("cleanup_deleted: {e:?}"))?;
+    let out = op.cleanup_deleted(&gone, true).await;
     ensure!(
         out.retired == [key.clone()] && out.refused.is_none(),
         "cleanup --all of a deleted secret's key: {out:?}"
@@ -358,10 +353,10 @@ pub async fn guard_cleanup_all_never_takes_a_key_of_another_regions_secret(w: Ar
         listing.iter().any(|k| k.id == far_key),
         "the listing does not show the key of the other region's secret"
     );
+    let shared = Shared::new(listing, None);
     let deleted = op
-        .deleted_secret_keys(&listing, &BTreeSet::new(), &BTreeSet::new(), Some(&prefix))
-        .await
-        .map_err(|e| format!("deleted_secret_keys: {e:?}"))?;
+        .deleted_secret_keys(&shared, &BTreeSet::new(), &BTreeSet::new(), Some(&prefix))
+        .await;
     let reported: BTreeSet<&str> = deleted
         .iter()
         .flat_map(|d| d.keys.iter().map(|k| k.id.as_str()))
