@@ -11,6 +11,7 @@ mod deadline;
 mod fakes;
 mod matrix;
 mod metrics;
+mod moto;
 mod operator;
 mod ownership;
 mod permissions;
