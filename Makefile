@@ -15,7 +15,7 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack build release release-check shipped-check demo lambda-tools sam up down seed watch invoke rotate status ops
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack moto build release release-check shipped-check demo lambda-tools sam up down seed watch invoke rotate status ops
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
@@ -49,6 +49,17 @@ tools: $(TOOLS)/.installed
 localstack:
 	scripts/localstack.sh install
 
+# moto, pinned, in its own venv: the e2e case the_model_fakes_in_aws_mode_behave_as_moto holds the
+# model's fakes, in their AWS mode, to it where it is faithful to AWS (docs/local-aws.md).
+MOTO := .local/moto-venv
+$(MOTO)/.installed: tools/moto-requirements.txt tools/moto-constraints.txt
+	rm -rf $(MOTO)
+	$(PYTHON) -m venv $(MOTO)
+	$(MOTO)/bin/pip install -q --disable-pip-version-check -r tools/moto-requirements.txt -c tools/moto-constraints.txt
+	touch $@
+
+moto: $(MOTO)/.installed
+
 # cargo-deny, pinned, built from crates.io into .local/cargo-tools. Advisories are not checked:
 # their database lives outside the registries these machines reach (see docs/reliability.md).
 CARGO_DENY := .local/cargo-tools/bin/cargo-deny
@@ -69,7 +80,7 @@ lint: tools
 unit:
 	cargo test --locked --lib --bins --test adapters --test properties --test model
 
-e2e: localstack
+e2e: localstack moto
 	cargo test --locked --test e2e
 
 # The Lambda zip: arm64 when the aarch64 target is installed, else x86_64 (CI packages x86_64:

@@ -35,6 +35,7 @@ use crate::matrix::fault_matrix;
 use crate::metrics::{
     emf_metrics_agree_with_what_happened, retirements_are_counted_once_per_policy,
 };
+use crate::moto::the_model_fakes_in_aws_mode_behave_as_moto;
 use crate::operator::{
     a_rotation_during_status_all_is_not_reported_gone,
     check_reports_each_finding_and_changes_nothing, cleanup_retires_orphans_and_nothing_else,
@@ -85,6 +86,7 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         test_url_probe_through_the_gateway,
         lost_create_answer_leaves_exactly_one_key,
         the_model_fakes_behave_as_the_local_aws,
+        the_model_fakes_in_aws_mode_behave_as_moto,
         every_key_the_secret_held_is_retired_by_its_policy,
         a_key_made_before_a_keyname_change_is_retired,
         a_late_finish_leaves_the_open_rotation_alone,

@@ -12,6 +12,7 @@ mod fakes;
 mod guards;
 mod matrix;
 mod metrics;
+mod moto;
 mod operator;
 mod ownership;
 mod permissions;

@@ -531,33 +531,42 @@ pub async fn the_model_fakes_behave_as_the_local_aws(w: Arc<World>) -> R<()> {
     Ok(())
 }
 
-async fn observe<S: SecretStore, K: KeyGateway>(
+/// One behaviour observed through the ports: what was done, and what the service answered.
+pub(crate) type Row = (String, String);
+
+fn row(what: &str, answer: impl std::fmt::Display) -> Row {
+    (what.to_owned(), answer.to_string())
+}
+
+/// Secrets Manager and API Gateway, through the function's own ports, on the behaviours the
+/// model relies on. Every call's answer is a row; only a call the rest needs stops it.
+pub(crate) async fn observe<S: SecretStore, K: KeyGateway>(
     s: &S,
     k: &K,
     arn: &str,
     token: &str,
     key_name: &str,
-) -> R<Vec<String>> {
+) -> R<Vec<Row>> {
     let aws =
         |e: api_key_rotator::error::AwsError| -> crate::support::BoxError { e.to_string().into() };
     let mut seen = Vec::new();
     let first = s
         .put_pending(arn, token, &SecretText("one".into()), None)
         .await;
-    seen.push(format!("first put ok: {}", first.is_ok()));
+    seen.push(row("first put ok", first.is_ok()));
     let same = s
         .put_pending(arn, token, &SecretText("one".into()), None)
         .await;
-    seen.push(format!("same value again ok: {}", same.is_ok()));
+    seen.push(row("same value again ok", same.is_ok()));
     let other = s
         .put_pending(arn, token, &SecretText("two".into()), None)
         .await;
-    seen.push(format!("another value refused: {}", other.is_err()));
+    seen.push(row("another value refused", other.is_err()));
     let read = s
         .get_value(arn, VersionRef::Id(token, None))
         .await
         .map_err(aws)?;
-    seen.push(format!("value: {:?}", read.map(|t| t.0)));
+    seen.push(row("value", format!("{:?}", read.map(|t| t.0))));
     let meta = s.describe(arn).await.map_err(aws)?.ok_or("no secret")?;
     let current = meta
         .version_with(AWSCURRENT)
@@ -566,31 +575,25 @@ async fn observe<S: SecretStore, K: KeyGateway>(
     let wrong = s
         .move_stage(arn, AWSCURRENT, Some(token), Some(token))
         .await;
-    seen.push(format!(
-        "wrong RemoveFromVersionId refused: {}",
-        wrong.is_err()
-    ));
+    seen.push(row("wrong RemoveFromVersionId refused", wrong.is_err()));
     let none = s.move_stage(arn, AWSCURRENT, Some(token), None).await;
-    seen.push(format!(
-        "missing RemoveFromVersionId refused: {}",
-        none.is_err()
-    ));
+    seen.push(row("missing RemoveFromVersionId refused", none.is_err()));
     s.move_stage(arn, AWSCURRENT, Some(token), Some(&current))
         .await
         .map_err(aws)?;
     let meta = s.describe(arn).await.map_err(aws)?.ok_or("no secret")?;
-    let mut token_stages = meta
-        .stages_of(token)
-        .map(<[String]>::to_vec)
-        .unwrap_or_default();
-    token_stages.sort();
-    let mut old_stages = meta
-        .stages_of(&current)
-        .map(<[String]>::to_vec)
-        .unwrap_or_default();
-    old_stages.sort();
-    seen.push(format!(
-        "after the move, token {token_stages:?}, old {old_stages:?}"
+    let sorted = |v: Option<&[String]>| {
+        let mut v = v.map(<[String]>::to_vec).unwrap_or_default();
+        v.sort();
+        v
+    };
+    seen.push(row(
+        "after the move",
+        format!(
+            "token {:?}, old {:?}",
+            sorted(meta.stages_of(token)),
+            sorted(meta.stages_of(&current))
+        ),
     ));
     let made = k
         .create_key(&NewKey {
@@ -605,38 +608,44 @@ async fn observe<S: SecretStore, K: KeyGateway>(
         .await
         .map_err(aws)?;
     let got = k.get_key(&made.id).await.map_err(aws)?.ok_or("no key")?;
-    seen.push(format!(
-        "created with tags, GetApiKey shows: {:?}",
-        got.tags.keys().collect::<Vec<_>>()
+    seen.push(row(
+        "created with tags, GetApiKey shows",
+        format!("{:?}", got.tags.keys().collect::<Vec<_>>()),
     ));
     let listed = k.find_keys_with_prefix(key_name).await.map_err(aws)?;
-    seen.push(format!(
-        "GetApiKeys shows: {:?}",
-        listed
-            .iter()
-            .map(|l| l.tags.keys().cloned().collect::<Vec<_>>())
-            .collect::<Vec<_>>()
+    seen.push(row(
+        "GetApiKeys shows",
+        format!(
+            "{:?}",
+            listed
+                .iter()
+                .map(|l| l.tags.keys().cloned().collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        ),
     ));
-    k.tag_key(
-        &made.id,
-        &BTreeMap::from([("later".to_owned(), "x".to_owned())]),
-    )
-    .await
-    .map_err(aws)?;
-    let got = k.get_key(&made.id).await.map_err(aws)?.ok_or("no key")?;
-    seen.push(format!(
-        "tagged later, GetApiKey shows: {:?}",
-        got.tags.keys().collect::<Vec<_>>()
+    let later = BTreeMap::from([("later".to_owned(), "x".to_owned())]);
+    seen.push(row(
+        "TagResource on the key",
+        answer(&k.tag_key(&made.id, &later).await),
     ));
-    let tags = k.key_tags(&made.id).await.map_err(aws)?;
-    seen.push(format!(
-        "tagged later, GetTags shows: {:?}",
-        tags.keys().collect::<Vec<_>>()
+    seen.push(row(
+        "tagged later, GetApiKey shows",
+        match k.get_key(&made.id).await {
+            Ok(Some(got)) => format!("{:?}", got.tags.keys().collect::<Vec<_>>()),
+            other => answer(&other),
+        },
+    ));
+    seen.push(row(
+        "tagged later, GetTags shows",
+        match k.key_tags(&made.id).await {
+            Ok(tags) => format!("{:?}", tags.keys().collect::<Vec<_>>()),
+            other => answer(&other),
+        },
     ));
     k.delete_key(&made.id).await.map_err(aws)?;
-    seen.push(format!(
-        "deleted: {}",
-        k.get_key(&made.id).await.map_err(aws)?.is_none()
+    seen.push(row(
+        "deleted",
+        k.get_key(&made.id).await.map_err(aws)?.is_none(),
     ));
     seen.extend(observe_missing_key_writes(k, &made.id).await?);
     seen.extend(observe_tag_limits(k, arn, key_name).await?);
@@ -644,7 +653,7 @@ async fn observe<S: SecretStore, K: KeyGateway>(
 }
 
 /// What an AWS call answered: `ok`, or its error code.
-fn answer<T>(r: &Result<T, api_key_rotator::error::AwsError>) -> String {
+pub(crate) fn answer<T>(r: &Result<T, api_key_rotator::error::AwsError>) -> String {
     match r {
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code.clone().unwrap_or_else(|| e.message.clone()),
@@ -654,40 +663,43 @@ fn answer<T>(r: &Result<T, api_key_rotator::error::AwsError>) -> String {
 /// Writes to a key that no longer exists (issue 20): API Gateway answers NotFoundException to
 /// UpdateApiKey and TagResource; the adapter reads NotFound as done for DeleteApiKey (nothing
 /// deleted), DeleteUsagePlanKey and GetTags (no tags).
-async fn observe_missing_key_writes<K: KeyGateway>(k: &K, gone: &str) -> R<Vec<String>> {
+async fn observe_missing_key_writes<K: KeyGateway>(k: &K, gone: &str) -> R<Vec<Row>> {
     let mut seen = Vec::new();
-    seen.push(format!(
-        "UpdateApiKey on a missing key: {}",
-        answer(&k.set_key_enabled(gone, false).await)
+    seen.push(row(
+        "UpdateApiKey on a missing key",
+        answer(&k.set_key_enabled(gone, false).await),
     ));
     let tag = BTreeMap::from([("x".to_owned(), "y".to_owned())]);
-    seen.push(format!(
-        "TagResource on a missing key: {}",
-        answer(&k.tag_key(gone, &tag).await)
+    seen.push(row(
+        "TagResource on a missing key",
+        answer(&k.tag_key(gone, &tag).await),
     ));
-    seen.push(format!(
-        "DeleteApiKey on a missing key: {}, deleted {:?}",
-        answer(&k.delete_key(gone).await),
-        k.delete_key_if_present(gone).await.ok()
+    seen.push(row(
+        "DeleteApiKey on a missing key",
+        format!(
+            "{}, deleted {:?}",
+            answer(&k.delete_key(gone).await),
+            k.delete_key_if_present(gone).await.ok()
+        ),
     ));
-    seen.push(format!(
-        "DeleteUsagePlanKey on a missing key and plan: {}",
-        answer(&k.detach("nosuchplan", gone).await)
+    seen.push(row(
+        "DeleteUsagePlanKey on a missing key and plan",
+        answer(&k.detach("nosuchplan", gone).await),
     ));
-    seen.push(format!(
-        "CreateUsagePlanKey on a missing plan: {}",
-        answer(&k.attach("nosuchplan", gone).await)
+    seen.push(row(
+        "CreateUsagePlanKey on a missing plan",
+        answer(&k.attach("nosuchplan", gone).await),
     ));
-    seen.push(format!(
-        "GetTags on a missing key: {:?}",
-        k.key_tags(gone).await.ok()
+    seen.push(row(
+        "GetTags on a missing key",
+        format!("{:?}", k.key_tags(gone).await.ok()),
     ));
     Ok(seen)
 }
 
 /// API Gateway's tag limits on CreateApiKey and TagResource (issue 20): values of up to 256
 /// characters, keys of up to 128, 50 tags a resource.
-async fn observe_tag_limits<K: KeyGateway>(k: &K, arn: &str, key_name: &str) -> R<Vec<String>> {
+async fn observe_tag_limits<K: KeyGateway>(k: &K, arn: &str, key_name: &str) -> R<Vec<Row>> {
     let mut seen = Vec::new();
     let tie = (TIE_TAG.to_owned(), arn.to_owned());
     let mut made = Vec::new();
@@ -728,7 +740,7 @@ async fn observe_tag_limits<K: KeyGateway>(k: &K, arn: &str, key_name: &str) -> 
     ];
     for (tags, what) in cases {
         let (what, out) = create(tags, what).await;
-        seen.push(format!("CreateApiKey with {what}: {}", answer(&out)));
+        seen.push(row(&format!("CreateApiKey with {what}"), answer(&out)));
         if let Ok(key) = out {
             made.push(key.id);
         }
@@ -742,18 +754,18 @@ async fn observe_tag_limits<K: KeyGateway>(k: &K, arn: &str, key_name: &str) -> 
             .map(|i| (format!("later{i}"), value.clone()))
             .collect()
     };
-    seen.push(format!(
-        "TagResource with a 257-character value: {}",
-        answer(&k.tag_key(&base.id, &tag(1, "v".repeat(257))).await)
+    seen.push(row(
+        "TagResource with a 257-character value",
+        answer(&k.tag_key(&base.id, &tag(1, "v".repeat(257))).await),
     ));
-    seen.push(format!(
-        "TagResource up to 50 tags: {}",
-        answer(&k.tag_key(&base.id, &tag(49, "v".to_owned())).await)
+    seen.push(row(
+        "TagResource up to 50 tags",
+        answer(&k.tag_key(&base.id, &tag(49, "v".to_owned())).await),
     ));
     let one_more = BTreeMap::from([("onemore".to_owned(), "v".to_owned())]);
-    seen.push(format!(
-        "TagResource to 51 tags: {}",
-        answer(&k.tag_key(&base.id, &one_more).await)
+    seen.push(row(
+        "TagResource to 51 tags",
+        answer(&k.tag_key(&base.id, &one_more).await),
     ));
     for id in made {
         let _ = k.delete_key(&id).await;

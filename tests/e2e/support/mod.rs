@@ -3,6 +3,7 @@
 
 pub mod localstack;
 pub mod logs;
+pub mod moto;
 pub mod propagation;
 pub mod proxy;
 pub mod runtime;
