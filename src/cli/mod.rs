@@ -228,9 +228,18 @@ async fn run(op: &AwsOperator, command: Command, output: Output) -> Report {
                 Ok((inputs, shared)) => {
                     let mut held = BTreeSet::new();
                     let mut unread = Vec::new();
+                    // The plans a deleted secret's keys may be detached from: the allow-list the
+                    // flags or the environment give, else the one every secret read resolved to
+                    // (their rotation function outlives a deleted secret); unknown otherwise.
+                    let mut scopes = BTreeSet::new();
                     for input in &inputs {
                         report.push(match op.inspect(input, shared.as_ref()).await {
                             Ok(seen) => {
+                                scopes.insert(
+                                    seen.function
+                                        .as_ref()
+                                        .map(|f| f.allowed_usage_plan_ids.clone()),
+                                );
                                 held.extend(seen.survey.held_ids());
                                 let outcome = op.cleanup(&seen, apply).await;
                                 Entry::cleanup(input.clone(), &seen, outcome, apply)
@@ -271,15 +280,16 @@ async fn run(op: &AwsOperator, command: Command, output: Output) -> Report {
                     } else {
                         None
                     };
+                    let scope = op.deleted_secrets_scope(&scopes);
                     for d in deleted {
                         let d = d.without(&held);
                         let outcome = match &blocked {
                             Some(why) => {
-                                let mut out = op.cleanup_deleted(&d, false).await;
+                                let mut out = op.cleanup_deleted(&d, false, scope.as_ref()).await;
                                 out.refused = Some(why.clone());
                                 out
                             }
-                            None => op.cleanup_deleted(&d, apply).await,
+                            None => op.cleanup_deleted(&d, apply, scope.as_ref()).await,
                         };
                         report.deleted_secret_cleanup(&d, outcome, apply);
                     }

@@ -144,7 +144,7 @@ where
                                         settings.old_key_action,
                                         &orphan.id,
                                         &survey,
-                                        &seen.function,
+                                        seen.function.as_ref(),
                                     )
                                     .await
                             }
@@ -158,7 +158,7 @@ where
                         .delete_key(
                             &orphan.id,
                             "cleanup: no version of the secret needs it",
-                            &seen.function,
+                            seen.function.as_ref(),
                         )
                         .await
                 }
@@ -175,10 +175,14 @@ where
     /// still does not exist. Keys of a secret scheduled for deletion are never retired, nor the
     /// keys in `deleted.errors`. When the secret cannot be read again, the keys left are failed
     /// with the cause.
+    /// `scope` is the rotation function's configuration (the plans the operator may detach keys
+    /// from), when the command knows it; `None`: no plan is detached, DeleteApiKey takes the key
+    /// off them.
     pub async fn cleanup_deleted(
         &self,
         deleted: &DeletedSecretKeys,
         apply: bool,
+        scope: Option<&FunctionConfig>,
     ) -> CleanupOutcome {
         let reason = if deleted.scheduled_for_deletion {
             OrphanReason::SecretScheduledForDeletion
@@ -200,10 +204,6 @@ where
         if !apply || deleted.scheduled_for_deletion {
             return out;
         }
-        // The secret's rotation function is gone with it: the plans the operator may touch are
-        // the ones the flags or the environment allow (every plan when none is given).
-        let plans_from =
-            FunctionConfig::from_lookup(&|name| self.overrides.lookup(name)).unwrap_or_default();
         for (i, orphan) in deleted.keys.iter().enumerate() {
             match self.rotator.secrets.describe(&deleted.secret).await {
                 Ok(None) => {}
@@ -229,13 +229,34 @@ where
                     return out;
                 }
             }
+            // A secret recreated or restored under the name since the section was read (a new
+            // ARN) may hold the key again: read it again next to the dead ARN.
+            match self.held_by_namesake(&deleted.secret).await {
+                Ok(held) if held.contains(&orphan.id) => {
+                    out.failed.push((
+                        orphan.id.clone(),
+                        format!(
+                            "a live secret named {} holds it now; left alone",
+                            super::deleted::arn_secret_name(&deleted.secret)
+                        ),
+                    ));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    out.failed.push((
+                        orphan.id.clone(),
+                        format!(
+                            "the live secret of the same name could not be read ({}); left alone",
+                            e.0
+                        ),
+                    ));
+                    continue;
+                }
+            }
             match self
                 .rotator
-                .delete_key(
-                    &orphan.id,
-                    "cleanup: its secret no longer exists",
-                    &plans_from,
-                )
+                .delete_key(&orphan.id, "cleanup: its secret no longer exists", scope)
                 .await
             {
                 Ok(()) => out.retired.push(orphan.id.clone()),

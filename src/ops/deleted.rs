@@ -189,7 +189,7 @@ where
 
     /// The keys held by the labelled versions of a live secret with the name of the deleted
     /// secret `arn` (restored from a backup, or recreated): empty when there is none.
-    async fn held_by_namesake(&self, arn: &str) -> Result<BTreeSet<String>, Unreadable> {
+    pub(crate) async fn held_by_namesake(&self, arn: &str) -> Result<BTreeSet<String>, Unreadable> {
         let secrets = &self.rotator.secrets;
         match secrets.describe(arn_secret_name(arn)).await? {
             Some(meta) if meta.arn != arn && meta.deleted.is_none() => {
@@ -210,7 +210,7 @@ fn arn_region(arn: &str) -> Option<&str> {
 
 /// The secret name in a secret's ARN (`...:secret:NAME-abcdef`; Secrets Manager appends a dash
 /// and six characters).
-fn arn_secret_name(arn: &str) -> &str {
+pub(crate) fn arn_secret_name(arn: &str) -> &str {
     let name = arn.split_once(":secret:").map_or(arn, |(_, n)| n);
     match name.rsplit_once('-') {
         Some((base, suffix)) if suffix.len() == 6 => base,

@@ -54,9 +54,10 @@ pub struct Inspection {
     pub function_timeout: std::time::Duration,
     /// The settings the rotation function applies to the secret, when they are valid.
     pub settings: Option<RotationSettings>,
-    /// The rotation function's configuration as resolved (the defaults when it is invalid, which
-    /// is an error finding): which plans a command may attach keys to and detach them from.
-    pub function: FunctionConfig,
+    /// The rotation function's configuration as resolved, when it is known and valid: which
+    /// plans a command may attach keys to and detach them from. `None` when its allow-list is
+    /// unknown (no flag, no environment, its configuration unreadable) or it is invalid.
+    pub function: Option<FunctionConfig>,
     /// What the secret owns and what its versions hold.
     pub survey: Survey,
     /// The labelled versions' creation dates (seconds since the epoch).
@@ -200,7 +201,7 @@ where
         };
         findings.extend(validate::tie_too_long(&meta.arn));
 
-        let survey = Survey::read(
+        let mut survey = Survey::read(
             &self.rotator.secrets,
             &self.rotator.keys,
             &meta,
@@ -238,13 +239,33 @@ where
             });
         }
         keys.sort_by(|a, b| (a.role, a.created, &a.id).cmp(&(b.role, b.created, &b.id)));
+        // A shared listing is a snapshot older than this secret's reads: a rotation that
+        // finished since may have retired the previous key it shows enabled. Before calling that
+        // key unretired, read it again (one call, only when the finding would be raised).
+        let policy = settings.as_ref().map(|s| s.old_key_action);
+        let open = meta.open_rotation().is_some();
+        if shared.is_some() {
+            let stale = rules::previous_not_retired(&meta, &keys, &values, &survey, policy, open)
+                .map(|k| k.id.clone());
+            if let Some(id) = stale {
+                match self.rotator.keys.get_key(&id).await? {
+                    None => {
+                        keys.retain(|k| k.id != id);
+                        survey.owned.remove(&id);
+                    }
+                    Some(now) => {
+                        if let Some(k) = keys.iter_mut().find(|k| k.id == id) {
+                            k.enabled = now.enabled;
+                        }
+                        if let Some(owned) = survey.owned.get_mut(&id) {
+                            owned.key.enabled = now.enabled;
+                        }
+                    }
+                }
+            }
+        }
         findings.extend(rules::key_findings(
-            &meta,
-            &keys,
-            &values,
-            &survey,
-            settings.as_ref().map(|s| s.old_key_action),
-            meta.open_rotation().is_some(),
+            &meta, &keys, &values, &survey, policy, open,
         ));
         if meta.deleted.is_some() {
             findings.push(Finding::warning(
@@ -274,7 +295,11 @@ where
             findings,
             function_timeout: resolved.timeout,
             settings,
-            function: resolved.config.clone().unwrap_or_default(),
+            function: resolved
+                .config
+                .clone()
+                .ok()
+                .filter(|_| resolved.unknown.is_none()),
             survey,
             dates,
             values,

@@ -4,7 +4,7 @@
 //! (`crate::rotation::validate`, `RotationSettings`), the one ownership decision
 //! (`crate::ownership`), and the rotation's retirement code, so that a rule lives in one place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -192,6 +192,25 @@ where
             found.push((id.clone(), plan));
         }
         Ok(found)
+    }
+
+    /// The rotation function's configuration for the keys of deleted secrets: the allow-list the
+    /// flags or the environment give; else the one every secret the run read resolved to (the
+    /// `None` of `seen` is a secret whose allow-list was unknown); else unknown (`None`).
+    pub fn deleted_secrets_scope(
+        &self,
+        seen: &BTreeSet<Option<Option<BTreeSet<String>>>>,
+    ) -> Option<FunctionConfig> {
+        if self.overrides.allowed_usage_plan_ids.is_some() {
+            return FunctionConfig::from_lookup(&|name| self.overrides.lookup(name)).ok();
+        }
+        match seen.iter().collect::<Vec<_>>().as_slice() {
+            [Some(allowed)] => Some(FunctionConfig {
+                allowed_usage_plan_ids: allowed.clone(),
+                ..FunctionConfig::default()
+            }),
+            _ => None,
+        }
     }
 
     async fn function_settings(

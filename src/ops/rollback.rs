@@ -158,11 +158,25 @@ where
             .map(|w| w.usage_plan_ids.clone())
             .unwrap_or_default();
         let on = self.rotator.keys.plans_of_key(&key_id).await?;
-        let barred: Vec<&str> = plans
+        let missing: Vec<&str> = plans
             .iter()
-            .filter(|p| !on.contains(p) && !seen.function.may_touch_plan(p))
+            .filter(|p| !on.contains(p))
             .map(String::as_str)
             .collect();
+        let barred: Vec<&str> = match &seen.function {
+            Some(function) => missing
+                .iter()
+                .copied()
+                .filter(|p| !function.may_touch_plan(p))
+                .collect(),
+            None if !missing.is_empty() => {
+                return refuse(format!(
+                    "the key {key_id} must go back on usage plan(s) {}, and the rotation function's ALLOWED_USAGE_PLAN_IDS is unknown (the operator policy may allow only those plans): pass --allowed-usage-plan-ids as the function has it",
+                    missing.join(",")
+                ))
+            }
+            None => Vec::new(),
+        };
         if !barred.is_empty() {
             return refuse(format!(
                 "the {target} version's key {key_id} belongs on usage plan(s) {}, which the function's ALLOWED_USAGE_PLAN_IDS does not list: the operator policy may not attach it there, and rolled back to without them its clients would be refused. List them in ALLOWED_USAGE_PLAN_IDS, or attach the key by hand first",

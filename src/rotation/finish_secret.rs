@@ -94,8 +94,12 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         }
 
         for id in &unneeded {
-            self.delete_key(id, "no version of the secret needs it any more", ctx.config)
-                .await?;
+            self.delete_key(
+                id,
+                "no version of the secret needs it any more",
+                Some(ctx.config),
+            )
+            .await?;
             if survey
                 .owned
                 .get(id)
@@ -118,7 +122,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             return Ok(());
         }
         survey.tie_if_untied(&self.keys, &id).await?;
-        self.retire_previous(settings.old_key_action, &id, &survey, ctx.config)
+        self.retire_previous(settings.old_key_action, &id, &survey, Some(ctx.config))
             .await
     }
 }

@@ -13,13 +13,25 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     ///
     /// A plan outside ALLOWED_USAGE_PLAN_IDS is left alone (the role may not detach from it,
     /// and a refused detach would strand the retirement after AWSCURRENT moved): DeleteApiKey
-    /// takes the key off every plan it is still on.
+    /// takes the key off every plan it is still on. `scope` is the function's configuration,
+    /// `None` when an operator command cannot know its allow-list: then no plan is detached.
     pub(crate) async fn delete_key(
         &self,
         key_id: &str,
         why: &str,
-        config: &FunctionConfig,
+        scope: Option<&FunctionConfig>,
     ) -> StepResult<()> {
+        let Some(config) = scope else {
+            tracing::info!(
+                key_id,
+                "the function's ALLOWED_USAGE_PLAN_IDS is unknown: no plan is detached; deleting the key takes it off them"
+            );
+            if self.keys.delete_key_if_present(key_id).await? {
+                metrics::record(Effect::KeyRetired(Retired::Deleted));
+            }
+            tracing::info!(key_id, reason = why, "deleted key");
+            return Ok(());
+        };
         for plan in self.keys.plans_of_key(key_id).await? {
             if !config.may_touch_plan(&plan) {
                 tracing::info!(
@@ -45,7 +57,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         action: OldKeyAction,
         id: &str,
         survey: &Survey,
-        config: &FunctionConfig,
+        scope: Option<&FunctionConfig>,
     ) -> StepResult<()> {
         let Some(owned) = survey.owned.get(id) else {
             if !survey.foreign.contains_key(id) {
@@ -55,7 +67,7 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         };
         match action {
             OldKeyAction::Delete => {
-                self.delete_key(id, "the previous key (OldKeyAction=delete)", config)
+                self.delete_key(id, "the previous key (OldKeyAction=delete)", scope)
                     .await
             }
             OldKeyAction::Disable => {

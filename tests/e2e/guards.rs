@@ -30,10 +30,11 @@ const AWSCURRENT: &str = "AWSCURRENT";
 const AWSPENDING: &str = "AWSPENDING";
 const AWSPREVIOUS: &str = "AWSPREVIOUS";
 
-type AwsOperator = Operator<AwsSecretStore, AwsKeyGateway, HttpProber, AwsFunctionReader>;
+pub(crate) type AwsOperator =
+    Operator<AwsSecretStore, AwsKeyGateway, HttpProber, AwsFunctionReader>;
 
 /// The operator commands' code, in-process, on the real AWS adapters against the local AWS.
-async fn operator(w: &World) -> R<AwsOperator> {
+pub(crate) async fn operator(w: &World) -> R<AwsOperator> {
     let sdk = sdk_config(&w.endpoint, &fast_sdk()).await;
     Ok(Operator::new(
         Rotator::new(
@@ -286,7 +287,7 @@ pub async fn guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again(
         }],
         errors: vec![],
     };
-    let out = op.cleanup_deleted(&gone, true).await;
+    let out = op.cleanup_deleted(&gone, true, None).await;
     ensure!(
         out.retired.is_empty()
             && out
@@ -304,7 +305,7 @@ pub async fn guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again(
         .force_delete_without_recovery(true)
         .send()
         .await?;
-    let out = op.cleanup_deleted(&gone, true).await;
+    let out = op.cleanup_deleted(&gone, true, None).await;
     ensure!(
         out.retired == [key.clone()] && out.refused.is_none(),
         "cleanup --all of a deleted secret's key: {out:?}"

@@ -1371,6 +1371,13 @@ pub async fn a_rotation_during_status_all_is_not_reported_gone(w: Arc<World>) ->
         "a key or a plan made after the shared reads was reported gone: {:?}",
         seen.findings
     );
+    // The rotation after the shared reads deleted the key the listing still shows: it is not
+    // reported as a previous key left unretired (review of issue 21, item 9).
+    ensure!(
+        !found.contains(&"previous-key-not-retired"),
+        "the previous key the rotation deleted after the listing was reported unretired: {:?}",
+        seen.findings
+    );
     let key = seen
         .keys
         .iter()

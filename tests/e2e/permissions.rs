@@ -56,6 +56,10 @@ pub async fn a_retired_key_is_detached_only_from_allow_listed_plans(w: Arc<World
         "the retirement made {detaches} DeleteUsagePlanKey calls; want 1 (the allow-listed plan only)"
     );
     ensure!(
+        !w.plan_keys(&s.plan).await?.contains(&old),
+        "the retired key was not detached from the allow-listed plan"
+    );
+    ensure!(
         key_at(&w, &s.secret, AWSPREVIOUS).await? == old,
         "AWSPREVIOUS does not name the retired key"
     );
@@ -169,6 +173,29 @@ pub async fn a_rollback_to_a_plan_outside_the_allow_list_is_refused(w: Arc<World
     ensure!(
         before == w.snapshot(&s.secret, &[&s.plan, &moved_to]).await?,
         "the refused roll-back changed something"
+    );
+
+    // The allow-list unknown to the command (no flag, the function's configuration unreadable):
+    // it cannot know whether the operator policy lets it attach there, so it refuses too,
+    // before re-enabling anything. Guard: the `None` arm in src/ops/rollback.rs.
+    let op = crate::guards::operator(&w).await?;
+    let mut seen = op.inspect(&s.secret, None).await.map_err(|e| e.0)?;
+    seen.function = None;
+    let out = op
+        .rollback(&seen, true, false)
+        .await
+        .map_err(|e| format!("rollback: {e:?}"))?;
+    ensure!(
+        out.done == 0
+            && out
+                .refused
+                .as_deref()
+                .is_some_and(|m| m.contains("is unknown") && m.contains(&s.plan)),
+        "rollback with the allow-list unknown: {out:?}"
+    );
+    ensure!(
+        before == w.snapshot(&s.secret, &[&s.plan, &moved_to]).await?,
+        "the roll-back refused for an unknown allow-list changed something"
     );
     Ok(())
 }
