@@ -601,3 +601,58 @@ pub async fn guard_a_late_finish_spares_the_key_an_open_rotation_is_making(w: Ar
     );
     Ok(())
 }
+
+/// Guard: `cleanup --all` reads a deleted secret's namesake again before each of its keys is
+/// deleted (`cleanup_deleted`, src/ops/cleanup.rs). The section was read while no secret had
+/// the name; a person then recreates the secret under it (a new ARN) with the old value, which
+/// names the key. The key is left alone and reported, not deleted.
+pub async fn guard_cleanup_all_spares_a_key_a_namesake_recreated_during_the_run_holds(
+    w: Arc<World>,
+) -> R<()> {
+    let name = w.unique("guards-namesake");
+    let dead = w
+        .create_secret_named(&name, Some("{}"), &[("KeyName", &name)])
+        .await?;
+    let key = w
+        .create_tied_key(&w.unique("guards-namesake"), &dead)
+        .await?;
+    let op = operator(&w).await?;
+    w.sm.delete_secret()
+        .secret_id(&dead)
+        .force_delete_without_recovery(true)
+        .send()
+        .await?;
+    let gone = DeletedSecretKeys {
+        secret: dead.clone(),
+        scheduled_for_deletion: false,
+        keys: vec![KeyView {
+            id: key.clone(),
+            name: "guards-namesake".into(),
+            enabled: true,
+            usage_plan_ids: vec![],
+            created: None,
+            tie: Some(dead.clone()),
+            role: Role::Orphan,
+        }],
+        errors: vec![],
+    };
+    let value = json!({ "api_key_id": key }).to_string();
+    let restored = w
+        .create_secret_named(&name, Some(&value), &[("KeyName", &name)])
+        .await?;
+    ensure!(restored != dead, "the recreated secret kept the old ARN");
+    let out = op.cleanup_deleted(&gone, true, None).await;
+    ensure!(
+        out.retired.is_empty()
+            && out
+                .failed
+                .iter()
+                .any(|(id, why)| *id == key && why.contains("holds it now")),
+        "cleanup --all of a key the recreated namesake holds: {out:?}"
+    );
+    ensure!(
+        w.key(&key).await?.is_some(),
+        "the key the recreated secret holds was deleted"
+    );
+    Ok(())
+}
