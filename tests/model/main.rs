@@ -322,7 +322,15 @@ impl Model {
                 Ok(FunctionConfig::default()),
             ),
             NoFunctions,
-            SettingsOverrides::default(),
+            // The operator knows the rotation function's allow-lists, as it does with
+            // lambda:GetFunctionConfiguration: none, like the rotator's FunctionConfig::default().
+            // (With them unknown, cleanup deletes a key without detaching it, which the fakes'
+            // LocalStack rule "deleted while attached" would flag.)
+            SettingsOverrides {
+                allowed_usage_plan_ids: Some(String::new()),
+                allowed_test_url_hosts: Some(String::new()),
+                old_key_action: None,
+            },
             "us-east-1".to_owned(),
         );
         let rotator = Rotator::new(
