@@ -1,4 +1,5 @@
-//! Retiring a key: deleted (detached from every plan first), or the previous key by policy.
+//! Retiring a key: deleted (first detached from the plans the function may touch), or the
+//! previous key by policy.
 
 use super::Rotator;
 use crate::config::{FunctionConfig, OldKeyAction};
@@ -21,28 +22,25 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         why: &str,
         scope: Option<&FunctionConfig>,
     ) -> StepResult<()> {
-        let Some(config) = scope else {
-            tracing::info!(
+        match scope {
+            None => tracing::info!(
                 key_id,
                 "the function's ALLOWED_USAGE_PLAN_IDS is unknown: no plan is detached; deleting the key takes it off them"
-            );
-            if self.keys.delete_key_if_present(key_id).await? {
-                metrics::record(Effect::KeyRetired(Retired::Deleted));
+            ),
+            Some(config) => {
+                for plan in self.keys.plans_of_key(key_id).await? {
+                    if !config.may_touch_plan(&plan) {
+                        tracing::info!(
+                            key_id,
+                            plan_id = %plan,
+                            "left the key on a usage plan ALLOWED_USAGE_PLAN_IDS does not list; deleting the key takes it off"
+                        );
+                        continue;
+                    }
+                    self.keys.detach(&plan, key_id).await?;
+                    tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
+                }
             }
-            tracing::info!(key_id, reason = why, "deleted key");
-            return Ok(());
-        };
-        for plan in self.keys.plans_of_key(key_id).await? {
-            if !config.may_touch_plan(&plan) {
-                tracing::info!(
-                    key_id,
-                    plan_id = %plan,
-                    "left the key on a usage plan ALLOWED_USAGE_PLAN_IDS does not list; deleting the key takes it off"
-                );
-                continue;
-            }
-            self.keys.detach(&plan, key_id).await?;
-            tracing::info!(key_id, plan_id = %plan, "detached key from usage plan");
         }
         if self.keys.delete_key_if_present(key_id).await? {
             metrics::record(Effect::KeyRetired(Retired::Deleted));
