@@ -27,6 +27,34 @@ pub use rotation::Rotator;
 /// The production rotator: the AWS adapters and the HTTP probe.
 pub type AwsRotator = Rotator<aws::AwsSecretStore, aws::AwsKeyGateway, probe::HttpProber>;
 
+/// The operator commands over the AWS adapters.
+pub type AwsOperator = ops::Operator<
+    aws::AwsSecretStore,
+    aws::AwsKeyGateway,
+    probe::HttpProber,
+    aws::AwsFunctionReader,
+>;
+
+/// The operator commands' clients, built once from `sdk`. The rotator's own configuration is the
+/// default: the commands resolve the rotation function's settings per secret.
+pub fn operator_from_sdk(
+    sdk: &aws_config::SdkConfig,
+    overrides: ops::SettingsOverrides,
+    region: String,
+) -> AwsOperator {
+    ops::Operator::new(
+        Rotator::new(
+            aws::AwsSecretStore::new(sdk),
+            aws::AwsKeyGateway::new(sdk),
+            probe::HttpProber::new(Default::default()),
+            Ok(config::FunctionConfig::default()),
+        ),
+        aws::AwsFunctionReader::new(sdk),
+        overrides,
+        region,
+    )
+}
+
 /// The function Lambda runs: the rotator, and the margin each invocation keeps before its
 /// deadline.
 pub struct Function {

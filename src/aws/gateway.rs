@@ -8,7 +8,7 @@ use aws_sdk_apigateway::types::{Op, PatchOperation};
 use aws_sdk_apigateway::{config, Client};
 
 use super::throttle::{CallOverride, CallPolicy};
-use super::{aws_error, policy_of};
+use super::{aws_error, next_page, policy_of};
 use crate::error::AwsError;
 use crate::ports::{ApiKey, KeyGateway, NewKey, PlanCatalog, UsagePlan};
 use crate::secret::KeyValue;
@@ -144,11 +144,35 @@ impl AwsKeyGateway {
             )
             .map_err(|e| aws_error("GetApiKeys", &e))?;
             keys.extend(out.items().iter().map(|k| to_key!(k)));
-            match out.position() {
-                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
-                    position = Some(p.to_owned())
-                }
-                _ => return Ok(keys),
+            position = next_page(out.position(), &position);
+            if position.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// Every usage plan (GetUsagePlans, every page), or only those the key is on.
+    async fn get_usage_plans(
+        &self,
+        key_id: Option<&str>,
+    ) -> Result<Vec<aws_sdk_apigateway::types::UsagePlan>, AwsError> {
+        let mut plans = Vec::new();
+        let mut position: Option<String> = None;
+        loop {
+            let out = send!(
+                self,
+                "GetUsagePlans",
+                self.client
+                    .get_usage_plans()
+                    .set_key_id(key_id.map(str::to_owned))
+                    .limit(PAGE)
+                    .set_position(position.clone())
+            )
+            .map_err(|e| aws_error("GetUsagePlans", &e))?;
+            plans.extend(out.items().iter().cloned());
+            position = next_page(out.position(), &position);
+            if position.is_none() {
+                return Ok(plans);
             }
         }
     }
@@ -293,27 +317,12 @@ impl KeyGateway for AwsKeyGateway {
     }
 
     async fn plans_of_key(&self, key_id: &str) -> Result<Vec<String>, AwsError> {
-        let mut plans = Vec::new();
-        let mut position: Option<String> = None;
-        loop {
-            let out = send!(
-                self,
-                "GetUsagePlans",
-                self.client
-                    .get_usage_plans()
-                    .key_id(key_id)
-                    .limit(PAGE)
-                    .set_position(position.clone())
-            )
-            .map_err(|e| aws_error("GetUsagePlans", &e))?;
-            plans.extend(out.items().iter().filter_map(|p| p.id().map(str::to_owned)));
-            match out.position() {
-                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
-                    position = Some(p.to_owned())
-                }
-                _ => return Ok(plans),
-            }
-        }
+        Ok(self
+            .get_usage_plans(Some(key_id))
+            .await?
+            .iter()
+            .filter_map(|p| p.id().map(str::to_owned))
+            .collect())
     }
 
     async fn attach(&self, plan_id: &str, key_id: &str) -> Result<(), AwsError> {
@@ -361,31 +370,13 @@ impl KeyGateway for AwsKeyGateway {
 #[async_trait]
 impl PlanCatalog for AwsKeyGateway {
     async fn list_plans(&self) -> Result<Vec<UsagePlan>, AwsError> {
-        let mut plans = Vec::new();
-        let mut position: Option<String> = None;
-        loop {
-            let out = send!(
-                self,
-                "GetUsagePlans",
-                self.client
-                    .get_usage_plans()
-                    .limit(PAGE)
-                    .set_position(position.clone())
-            )
-            .map_err(|e| aws_error("GetUsagePlans", &e))?;
-            plans.extend(
-                out.items()
-                    .iter()
-                    .filter(|p| p.id().is_some())
-                    .map(|p| to_plan!(p, "")),
-            );
-            match out.position() {
-                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
-                    position = Some(p.to_owned())
-                }
-                _ => return Ok(plans),
-            }
-        }
+        Ok(self
+            .get_usage_plans(None)
+            .await?
+            .iter()
+            .filter(|p| p.id().is_some())
+            .map(|p| to_plan!(p, ""))
+            .collect())
     }
 
     async fn plan_key_ids(&self, plan_id: &str) -> Result<Option<Vec<String>>, AwsError> {
@@ -411,11 +402,9 @@ impl PlanCatalog for AwsKeyGateway {
                 Err(e) => return Err(aws_error("GetUsagePlanKeys", &e)),
             };
             keys.extend(out.items().iter().filter_map(|k| k.id().map(str::to_owned)));
-            match out.position() {
-                Some(p) if !p.is_empty() && Some(p) != position.as_deref() => {
-                    position = Some(p.to_owned())
-                }
-                _ => return Ok(Some(keys)),
+            position = next_page(out.position(), &position);
+            if position.is_none() {
+                return Ok(Some(keys));
             }
         }
     }

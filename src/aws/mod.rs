@@ -226,6 +226,13 @@ pub(crate) fn policy_of(
 }
 
 /// An SDK error as a domain `AwsError`, keeping its code and request id.
+/// The cursor of a listing's next page: `None` at the last page, or when the answer repeats
+/// the cursor just sent (a listing that would never end). Every paged listing follows it.
+pub(crate) fn next_page(next: Option<&str>, sent: &Option<String>) -> Option<String> {
+    next.filter(|n| !n.is_empty() && Some(*n) != sent.as_deref())
+        .map(str::to_owned)
+}
+
 pub(crate) fn aws_error<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -8,7 +8,7 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use aws_sdk_secretsmanager::{config, Client};
 
 use super::throttle::{CallOverride, CallPolicy};
-use super::{aws_error, policy_of};
+use super::{aws_error, next_page, policy_of};
 use crate::error::AwsError;
 use crate::event::RotationToken;
 use crate::ports::{
@@ -238,9 +238,9 @@ impl SecretCatalog for AwsSecretStore {
                     })
                     .filter_map(|s| s.arn().map(str::to_owned)),
             );
-            match out.next_token() {
-                Some(t) if !t.is_empty() && Some(t) != next.as_deref() => next = Some(t.to_owned()),
-                _ => return Ok(arns),
+            next = next_page(out.next_token(), &next);
+            if next.is_none() {
+                return Ok(arns);
             }
         }
     }
@@ -268,9 +268,9 @@ impl SecretCatalog for AwsSecretStore {
                     dates.insert(id.to_owned(), created.secs());
                 }
             }
-            match out.next_token() {
-                Some(t) if !t.is_empty() && Some(t) != next.as_deref() => next = Some(t.to_owned()),
-                _ => return Ok(dates),
+            next = next_page(out.next_token(), &next);
+            if next.is_none() {
+                return Ok(dates);
             }
         }
     }

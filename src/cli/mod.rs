@@ -7,13 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::aws::{self, AwsFunctionReader, AwsKeyGateway, AwsSecretStore, SdkSettings};
+use crate::aws::{self, SdkSettings};
 use crate::config::{FunctionConfig, TAG_KEY_NAME};
 use crate::event::is_secret_id;
-use crate::ops::{Operator, PlanIndex, SettingsOverrides, Shared, Unreadable};
+use crate::ops::{PlanIndex, SettingsOverrides, Shared, Unreadable};
 use crate::ports::{KeyGateway, SecretCatalog};
-use crate::probe::HttpProber;
-use crate::rotation::Rotator;
+use crate::AwsOperator;
 
 mod render;
 
@@ -127,8 +126,6 @@ fn secret_id(raw: &str) -> Result<String, String> {
     }
 }
 
-type AwsOperator = Operator<AwsSecretStore, AwsKeyGateway, HttpProber, AwsFunctionReader>;
-
 /// Runs the command line; the process's exit code.
 pub async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -161,17 +158,7 @@ pub async fn main() -> ExitCode {
         eprintln!("error: no AWS region: set AWS_REGION (or a profile's region)");
         return ExitCode::from(EXIT_UNREADABLE);
     };
-    let operator: AwsOperator = Operator::new(
-        Rotator::new(
-            AwsSecretStore::new(&sdk),
-            AwsKeyGateway::new(&sdk),
-            HttpProber::new(Default::default()),
-            Ok(FunctionConfig::default()),
-        ),
-        AwsFunctionReader::new(&sdk),
-        overrides,
-        region,
-    );
+    let operator = crate::operator_from_sdk(&sdk, overrides, region);
     let output = if cli.json {
         Output::Json
     } else if cli.json_lines {

@@ -10,12 +10,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use api_key_rotator::aws::{AwsFunctionReader, AwsKeyGateway, AwsSecretStore};
-use api_key_rotator::config::{FunctionConfig, TIE_TAG};
-use api_key_rotator::ops::{DeletedSecretKeys, KeyView, Operator, Role, SettingsOverrides, Shared};
+use api_key_rotator::config::TIE_TAG;
+use api_key_rotator::ops::{DeletedSecretKeys, KeyView, Role, SettingsOverrides, Shared};
 use api_key_rotator::ports::KeyGateway;
-use api_key_rotator::probe::HttpProber;
-use api_key_rotator::{ErrorKind, Rotator};
+use api_key_rotator::{AwsOperator, ErrorKind};
 use serde_json::json;
 
 use crate::adversary::create_refused_at_put;
@@ -30,20 +28,11 @@ const AWSCURRENT: &str = "AWSCURRENT";
 const AWSPENDING: &str = "AWSPENDING";
 const AWSPREVIOUS: &str = "AWSPREVIOUS";
 
-pub(crate) type AwsOperator =
-    Operator<AwsSecretStore, AwsKeyGateway, HttpProber, AwsFunctionReader>;
-
 /// The operator commands' code, in-process, on the real AWS adapters against the local AWS.
 pub(crate) async fn operator(w: &World) -> R<AwsOperator> {
     let sdk = sdk_config(&w.endpoint, &fast_sdk()).await;
-    Ok(Operator::new(
-        Rotator::new(
-            AwsSecretStore::new(&sdk),
-            AwsKeyGateway::new(&sdk),
-            HttpProber::new(Default::default()),
-            Ok(FunctionConfig::default()),
-        ),
-        AwsFunctionReader::new(&sdk),
+    Ok(api_key_rotator::operator_from_sdk(
+        &sdk,
         SettingsOverrides::default(),
         REGION.to_owned(),
     ))
