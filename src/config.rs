@@ -10,11 +10,16 @@ use reqwest::Url;
 
 use crate::error::{Failure, StepResult};
 use crate::finding::{first_error, Code, Finding};
+use crate::grace::GracePeriod;
 
 pub const TAG_KEY_NAME: &str = "KeyName";
 pub const TAG_USAGE_PLAN: &str = "UsagePlan";
 pub const TAG_OLD_KEY_ACTION: &str = "OldKeyAction";
 pub const TAG_TEST_URL: &str = "TestUrl";
+pub const TAG_GRACE_PERIOD: &str = "GracePeriod";
+/// The start of every tag the function itself writes (the tie on keys, the retirement schedule
+/// on secrets): never copied from the secret onto a key.
+pub const OWN_TAG_PREFIX: &str = "api-key-rotator:";
 /// The tag on every key this function creates or adopts, holding the secret's ARN.
 pub const TIE_TAG: &str = "api-key-rotator:secret-arn";
 /// API Gateway takes at most 50 tags a resource.
@@ -59,6 +64,9 @@ impl fmt::Display for OldKeyAction {
 pub struct FunctionConfig {
     pub allowed_usage_plan_ids: Option<BTreeSet<String>>,
     pub default_old_key_action: OldKeyAction,
+    /// GRACE_PERIOD: the grace period of the secrets whose tags set none (never applied under
+    /// keep-previous, which keeps the previous key anyway).
+    pub default_grace: Option<GracePeriod>,
     pub allowed_test_url_hosts: BTreeSet<String>,
     pub probe: ProbeConfig,
 }
@@ -86,6 +94,7 @@ impl Default for FunctionConfig {
         FunctionConfig {
             allowed_usage_plan_ids: None,
             default_old_key_action: OldKeyAction::Delete,
+            default_grace: None,
             allowed_test_url_hosts: BTreeSet::new(),
             probe: ProbeConfig::default(),
         }
@@ -142,6 +151,11 @@ impl FunctionConfig {
             })?,
             _ => OldKeyAction::Delete,
         };
+        let default_grace = match lookup("GRACE_PERIOD") {
+            Some(raw) if !raw.trim().is_empty() => GracePeriod::parse(&raw)
+                .map_err(|why| Failure::config(format!("GRACE_PERIOD: {why}")))?,
+            _ => None,
+        };
         let allowed_test_url_hosts = lookup("ALLOWED_TEST_URL_HOSTS")
             .map(|raw| split_list(&raw).map(|h| h.to_ascii_lowercase()).collect())
             .unwrap_or_default();
@@ -154,6 +168,7 @@ impl FunctionConfig {
         Ok(FunctionConfig {
             allowed_usage_plan_ids,
             default_old_key_action,
+            default_grace,
             allowed_test_url_hosts,
             probe,
         })
@@ -333,6 +348,9 @@ pub struct RotationSettings {
     pub key_name: String,
     pub usage_plan_ids: Vec<String>,
     pub old_key_action: OldKeyAction,
+    /// How long the previous key keeps working after it leaves AWSCURRENT, under delete or
+    /// disable (`crate::grace`). `None`: it is retired when AWSCURRENT moves.
+    pub grace: Option<GracePeriod>,
     pub test_url: Option<TestUrl>,
     /// Tags copied onto each new key (without the tie tag).
     pub key_tags: BTreeMap<String, String>,
@@ -428,6 +446,29 @@ impl RotationSettings {
             }
             _ => Some(None),
         };
+        let grace = match (tag(TAG_GRACE_PERIOD).filter(|v| !v.is_empty()), old_key_action) {
+            (Some(raw), action) => match GracePeriod::parse(&raw) {
+                Err(why) => {
+                    findings.push(Finding::error(
+                        Code::GracePeriodInvalid,
+                        format!("the GracePeriod tag: {why}"),
+                        "set GracePeriod to a duration up to 7d (30m, 2h, 24h, 7d), or 0 for none",
+                    ));
+                    None
+                }
+                Ok(Some(_)) if action == Some(OldKeyAction::KeepPrevious) => {
+                    findings.push(Finding::error(
+                        Code::GracePeriodWithKeepPrevious,
+                        "the GracePeriod tag is set with OldKeyAction=keep-previous, which keeps the previous key valid until the next rotation anyway",
+                        "remove GracePeriod, or set OldKeyAction to delete or disable to retire the previous key when its grace period ends",
+                    ));
+                    None
+                }
+                Ok(grace) => Some(grace),
+            },
+            (None, Some(OldKeyAction::KeepPrevious)) => Some(None),
+            (None, _) => Some(function.default_grace),
+        };
         let mut key_tags = BTreeMap::new();
         let mut skipped_tags = Vec::new();
         for (k, v) in tags {
@@ -436,9 +477,10 @@ impl RotationSettings {
                 TAG_USAGE_PLAN,
                 TAG_OLD_KEY_ACTION,
                 TAG_TEST_URL,
-                TIE_TAG,
+                TAG_GRACE_PERIOD,
             ]
             .contains(&k.as_str())
+                || k.starts_with(OWN_TAG_PREFIX)
                 || k.starts_with("aws:")
             {
                 continue;
@@ -467,12 +509,19 @@ impl RotationSettings {
         if findings.iter().any(Finding::is_error) {
             return (None, findings);
         }
-        let settings = match (key_name, usage_plan_ids, old_key_action, test_url) {
-            (Some(key_name), Some(usage_plan_ids), Some(old_key_action), Some(test_url)) => {
+        let settings = match (key_name, usage_plan_ids, old_key_action, test_url, grace) {
+            (
+                Some(key_name),
+                Some(usage_plan_ids),
+                Some(old_key_action),
+                Some(test_url),
+                Some(grace),
+            ) => {
                 Some(RotationSettings {
                     key_name,
                     usage_plan_ids,
                     old_key_action,
+                    grace,
                     test_url,
                     key_tags,
                     skipped_tags,

@@ -63,6 +63,29 @@ impl fmt::Debug for RotationToken {
     }
 }
 
+/// The `Action` of the event the retirement sweep's schedule sends: `{"Action": "retire-expired-keys"}`.
+pub const SWEEP_ACTION: &str = "retire-expired-keys";
+
+/// Whether the payload is the sweep's event. `Err` for a payload with an `Action` that is not
+/// the sweep's, or with a step's fields as well: it is refused, and nothing is done.
+pub fn is_sweep(payload: &Value) -> Result<bool, Failure> {
+    match payload.get("Action") {
+        None => Ok(false),
+        Some(Value::String(a)) if a == SWEEP_ACTION => {
+            if payload.get("Step").is_some() || payload.get("SecretId").is_some() {
+                Err(invalid(
+                    "the event has both an Action and a rotation step's fields".to_owned(),
+                ))
+            } else {
+                Ok(true)
+            }
+        }
+        Some(_) => Err(invalid(format!(
+            "unknown Action; the only one is {SWEEP_ACTION}"
+        ))),
+    }
+}
+
 /// A validated rotation event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationEvent {

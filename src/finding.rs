@@ -74,6 +74,10 @@ codes! {
     PreviousKeyNotRetired = "previous-key-not-retired", RotationState;
     VersionValueUnreadable = "version-value-unreadable", RotationState;
     PendingKeyNotMadeForIt = "pending-key-not-made-for-it", RotationState;
+    GracePeriodInvalid = "grace-period-invalid", InvalidConfiguration;
+    GracePeriodWithKeepPrevious = "grace-period-with-keep-previous", InvalidConfiguration;
+    KeyPastGrace = "key-past-grace", RotationState;
+    RetirementScheduleUnreadable = "retirement-schedule-unreadable", RotationState;
 }
 
 impl fmt::Display for Code {

@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod error;
 pub mod event;
 pub mod finding;
+pub mod grace;
 pub mod metrics;
 pub mod ops;
 pub mod ownership;
@@ -73,26 +74,66 @@ impl Function {
         })
     }
 
-    /// One invocation: the step runs inside the deadline Lambda handed it, less the margin.
-    /// `invocation` is fresh for each call; read `throttled_calls()` from it afterwards.
+    /// One invocation: the step (or the retirement sweep) runs inside the deadline Lambda
+    /// handed it, less the margin. `invocation` is fresh for each call; read
+    /// `throttled_calls()` from it afterwards.
     pub async fn handle(
         &self,
         payload: &serde_json::Value,
         invocation: &std::sync::Arc<deadline::Invocation>,
-    ) -> Result<(), Error> {
-        invocation.scope(self.rotator.handle(payload)).await
+    ) -> Result<serde_json::Value, Error> {
+        self.handle_measured(payload, invocation).await.0
     }
 
     /// The same, with the invocation's metrics (`metrics`): what it changed, how long it took,
-    /// and the calls it retried for throttling.
+    /// and the calls it retried for throttling. A rotation step answers `null`; the sweep
+    /// (`{"Action": "retire-expired-keys"}`) answers its summary.
     pub async fn handle_measured(
         &self,
         payload: &serde_json::Value,
         invocation: &std::sync::Arc<deadline::Invocation>,
-    ) -> (Result<(), Error>, metrics::Invocation) {
-        invocation
-            .scope(self.rotator.handle_measured(payload))
-            .await
+    ) -> (Result<serde_json::Value, Error>, Measured) {
+        match event::is_sweep(payload) {
+            Ok(true) => {
+                let started = std::time::Instant::now();
+                let ((result, outcome), counts, _) = invocation
+                    .scope(metrics::measured(self.rotator.handle_sweep()))
+                    .await;
+                let outcome = outcome.unwrap_or_default();
+                let run = metrics::SweepRun {
+                    duration: started.elapsed(),
+                    due_secrets: outcome.due_secrets as u64,
+                    retired_at_expiry: outcome.retired,
+                    past_grace: outcome.past_grace,
+                    failed: result.is_err(),
+                    counts,
+                };
+                (result, Measured::Sweep(run))
+            }
+            Ok(false) | Err(_) => {
+                let (result, measured) = invocation
+                    .scope(self.rotator.handle_measured(payload))
+                    .await;
+                (result.map(|()| serde_json::Value::Null), Measured::Step(measured))
+            }
+        }
+    }
+}
+
+/// What one invocation is measured as.
+#[derive(Debug, Clone)]
+pub enum Measured {
+    Step(metrics::Invocation),
+    Sweep(metrics::SweepRun),
+}
+
+impl Measured {
+    /// Writes its EMF lines.
+    pub fn write(&self, emf: &metrics::Emf, request_id: &str) {
+        match self {
+            Measured::Step(inv) => emf.write(inv, request_id),
+            Measured::Sweep(run) => emf.write_sweep(run, request_id),
+        }
     }
 }
 

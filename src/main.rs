@@ -37,7 +37,7 @@ async fn lambda() -> Result<(), Error> {
         // Every AWS call and the TestUrl probe stop by Lambda's deadline less the margin.
         let invocation = Invocation::from_lambda_deadline(event.context.deadline, function.margin);
         let (result, measured) = function.handle_measured(&event.payload, &invocation).await;
-        emf.write(&measured, &event.context.request_id);
+        measured.write(emf, &event.context.request_id);
         result
     }))
     .await

@@ -172,6 +172,25 @@ pub struct Invocation {
     pub counts: Counts,
 }
 
+/// One retirement sweep, as the metrics describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SweepRun {
+    pub duration: Duration,
+    pub due_secrets: u64,
+    pub retired_at_expiry: u64,
+    pub past_grace: u64,
+    /// The sweep failed, or a secret's retirements did.
+    pub failed: bool,
+    pub counts: Counts,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// One metric directive: its dimension sets, and its metrics as (name, unit).
 type Directive<'a> = (&'a [&'a [&'a str]], &'a [(&'a str, &'a str)]);
 
@@ -240,7 +259,7 @@ impl Emf {
                 ("ThrottledCalls", json!(c.throttled_calls)),
                 ("RotationCompleted", json!(c.rotations_completed)),
             ],
-            inv,
+            &inv.secret,
             request_id,
         )];
         if let Some(kind) = inv.error {
@@ -255,7 +274,7 @@ impl Emf {
                     ("ErrorType", json!(kind.as_str())),
                     ("StepFailed", json!(1)),
                 ],
-                inv,
+                &inv.secret,
                 request_id,
             ));
         }
@@ -269,7 +288,7 @@ impl Emf {
                         ("Action", json!(action.as_str())),
                         ("KeysRetired", json!(n)),
                     ],
-                    inv,
+                    &inv.secret,
                     request_id,
                 ));
             }
@@ -285,7 +304,7 @@ impl Emf {
         timestamp_ms: u64,
         directives: &[Directive<'_>],
         members: [(&str, Value); N],
-        inv: &Invocation,
+        secret: &str,
         request_id: &str,
     ) -> Value {
         let directives: Vec<Value> = directives
@@ -310,23 +329,79 @@ impl Emf {
         for (name, value) in members {
             doc.insert(name.to_owned(), value);
         }
-        doc.insert("SecretName".to_owned(), json!(inv.secret));
+        if !secret.is_empty() {
+            doc.insert("SecretName".to_owned(), json!(secret));
+        }
         if !request_id.is_empty() {
             doc.insert("RequestId".to_owned(), json!(request_id));
         }
         Value::Object(doc)
     }
 
+    /// The EMF documents for one retirement sweep: `KeysRetiredAtExpiry` (keys retired at the
+    /// end of their grace), `KeysPastGrace` (due keys this run left alive: the alarm's metric),
+    /// `SweepDuration`, `SweepFailed`, and `KeysRetired` by action as the steps report it.
+    pub fn sweep_lines(&self, run: &SweepRun, request_id: &str, timestamp_ms: u64) -> Vec<String> {
+        let mut docs = vec![self.document(
+            timestamp_ms,
+            &[(
+                &[&["Function"]],
+                &[
+                    ("KeysRetiredAtExpiry", "Count"),
+                    ("KeysPastGrace", "Count"),
+                    ("SweepDuration", "Milliseconds"),
+                    ("SweepFailed", "Count"),
+                    ("ThrottledCalls", "Count"),
+                ],
+            )],
+            [
+                ("Step", json!(crate::event::SWEEP_ACTION)),
+                ("KeysRetiredAtExpiry", json!(run.retired_at_expiry)),
+                ("KeysPastGrace", json!(run.past_grace)),
+                (
+                    "SweepDuration",
+                    json!((run.duration.as_secs_f64() * 1e6).round() / 1e3),
+                ),
+                ("SweepFailed", json!(u64::from(run.failed))),
+                ("ThrottledCalls", json!(run.counts.throttled_calls)),
+                ("DueSecrets", json!(run.due_secrets)),
+            ],
+            "",
+            request_id,
+        )];
+        for action in [Retired::Deleted, Retired::Disabled] {
+            let n = run.counts.retired(action);
+            if n > 0 {
+                docs.push(self.document(
+                    timestamp_ms,
+                    &[(&[&["Function", "Action"]], &[("KeysRetired", "Count")])],
+                    [
+                        ("Action", json!(action.as_str())),
+                        ("KeysRetired", json!(n)),
+                    ],
+                    "",
+                    request_id,
+                ));
+            }
+        }
+        docs.into_iter().map(|d| d.to_string()).collect()
+    }
+
+    /// Writes a sweep's lines, as `write` does an invocation's.
+    pub fn write_sweep(&self, run: &SweepRun, request_id: &str) {
+        self.write_lines(self.sweep_lines(run, request_id, now_ms()));
+    }
+
     /// Writes the invocation's lines to stdout in one locked write, beside the tracing output
     /// (not through its level filter). A failed write loses metrics, never the invocation.
     pub fn write(&self, inv: &Invocation, request_id: &str) {
+        self.write_lines(self.lines(inv, request_id, now_ms()));
+    }
+
+    fn write_lines(&self, lines: Vec<String>) {
         use std::io::Write;
-        let timestamp_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
         let mut text = String::new();
-        for line in self.lines(inv, request_id, timestamp_ms) {
+        for line in lines {
             text.push_str(&line);
             text.push('\n');
         }

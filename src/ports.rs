@@ -113,6 +113,10 @@ pub trait SecretStore: Send + Sync {
         to: Option<&str>,
         from: Option<&str>,
     ) -> Result<(), AwsError>;
+    /// Sets one tag on the secret (TagResource), replacing its value if it has one.
+    async fn tag_secret(&self, secret_id: &str, key: &str, value: &str) -> Result<(), AwsError>;
+    /// Removes one tag from the secret (UntagResource); succeeds when it has none.
+    async fn untag_secret(&self, secret_id: &str, key: &str) -> Result<(), AwsError>;
 }
 
 /// What the operator commands read besides what the rotation reads.
@@ -126,6 +130,18 @@ pub trait SecretCatalog: Send + Sync {
         tag_key: &str,
         name_prefix: Option<&str>,
     ) -> Result<Vec<String>, AwsError>;
+    /// The ARNs of the secrets with a tag whose key starts with `tag_key_prefix` and a tag whose
+    /// value starts with one of `value_prefixes` (ListSecrets' tag-key and tag-value filters,
+    /// ten values a call, every page). The caller reads each secret's tags again: a listing
+    /// may lag, and the two filters may match different tags.
+    async fn list_secrets_tagged(
+        &self,
+        tag_key_prefix: &str,
+        value_prefixes: &[String],
+    ) -> Result<Vec<String>, AwsError>;
+    /// Starts a rotation now with `token` as its version (RotateSecret, RotateImmediately):
+    /// Secrets Manager invokes the rotation function.
+    async fn start_rotation(&self, secret_id: &str, token: &str) -> Result<(), AwsError>;
     /// Version id → created (seconds since the epoch) of the versions that carry a label.
     async fn version_dates(&self, secret_id: &str) -> Result<BTreeMap<String, i64>, AwsError>;
 }

@@ -30,7 +30,8 @@ pub use shared::{PlanIndex, Shared};
 
 /// The AWS calls only the operator commands make; every other call they make is a step's
 /// (`rotation::STEP_CALLS`), so the fault matrix covers it.
-pub const OPERATOR_CALLS: [&str; 4] = [
+pub const OPERATOR_CALLS: [&str; 5] = [
+    "RotateSecret",
     "ListSecrets",
     "ListSecretVersionIds",
     "GetFunctionConfiguration",

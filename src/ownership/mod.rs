@@ -17,12 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::TIE_TAG;
 use crate::error::AwsError;
+use crate::grace::Schedule;
 use crate::ports::{opens_rotation, ApiKey, KeyGateway, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
 mod claim;
+mod retirement;
 mod survey;
 
 pub use claim::Claim;
+pub use retirement::Retirement;
 pub use survey::{read_claims, Values};
 
 /// A labelled version: its labels and what its value claims.
@@ -69,6 +72,11 @@ pub struct Survey {
     pub foreign: BTreeMap<String, String>,
     /// Keys a version or a record names that do not exist.
     pub missing: BTreeSet<String>,
+    /// The retirements scheduled on the secret's tags (`crate::grace`), as read with it.
+    pub schedule: Schedule,
+    /// When the survey was read (seconds since the epoch): a key whose grace has not ended
+    /// then is kept.
+    pub now: i64,
 }
 
 /// The secret a key is tied to, as far as this read of the key shows.
@@ -139,12 +147,15 @@ impl Survey {
         self.versions.values().any(|l| l.claim.holds(key_id))
     }
 
-    /// The owned keys that no version in `keeping` needs: held by none of them, and not named
+    /// The owned keys that no version in `keeping` needs: held by none of them, not named
     /// for an open rotation among them (AWSPENDING on a version other than AWSCURRENT: its
-    /// createSecret may have made the key and not yet stored it).
+    /// createSecret may have made the key and not yet stored it), and not in a grace period
+    /// that has not ended (or whose schedule cannot be read).
     pub fn unneeded(&self, keeping: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+        let in_grace = self.schedule.kept_at(self.now);
         self.owned
             .iter()
+            .filter(|(id, _)| !in_grace.contains(*id))
             .filter(|(id, owned)| {
                 !keeping.keys().any(|v| {
                     self.versions.get(v).is_some_and(|l| l.claim.holds(id))

@@ -7,6 +7,7 @@ use super::claim::Claim;
 use super::{tie, Labelled, Owned, Survey, Tie};
 use crate::config::TIE_TAG;
 use crate::error::{AwsError, Failure, StepResult};
+use crate::grace::Schedule;
 use crate::ports::{ApiKey, KeyGateway, SecretMetadata, SecretStore, SecretText, VersionRef};
 use crate::secret::CurrentValue;
 
@@ -42,7 +43,9 @@ impl Survey {
                 listed
             }
         };
-        Ok(Survey::classify(&meta.arn, versions, listed, keys).await?)
+        let mut survey = Survey::classify(&meta.arn, versions, listed, keys).await?;
+        survey.schedule = Schedule::from_tags(&meta.tags);
+        Ok(survey)
     }
 
     async fn classify<K: KeyGateway>(
@@ -99,6 +102,8 @@ impl Survey {
             owned: BTreeMap::new(),
             foreign: BTreeMap::new(),
             missing,
+            schedule: Schedule::default(),
+            now: crate::grace::now_secs(),
         };
         for (id, key) in seen {
             let (tied_to, how) = match tie(&key) {

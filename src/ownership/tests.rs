@@ -85,6 +85,8 @@ fn unneeded_keys_are_owned_held_by_no_keeper_and_not_an_open_rotations() {
         ]),
         foreign: BTreeMap::new(),
         missing: BTreeSet::new(),
+        schedule: Default::default(),
+        now: 0,
     };
     // k2 is named for the current version but held by none: a duplicate; k3 is being made by the
     // open rotation.

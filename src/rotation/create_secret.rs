@@ -158,6 +158,8 @@ mod tests {
             owned: keys,
             foreign: BTreeMap::new(),
             missing: BTreeSet::new(),
+            schedule: Default::default(),
+            now: 0,
         }
     }
 

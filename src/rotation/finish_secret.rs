@@ -63,6 +63,33 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         for id in &unneeded {
             survey.tie_if_untied(&self.keys, id).await?;
         }
+        // The previous key, by policy, unless another version that keeps a label holds it too.
+        let previous_key = previous_key.filter(|id| *id != new.api_key_id).filter(|id| {
+            let shared = after.keys().any(|v| {
+                Some(v) != previous_version.as_ref()
+                    && survey.versions.get(v).is_some_and(|l| l.claim.holds(id))
+            });
+            if shared {
+                tracing::info!(key_id = %id, "another labelled version holds the previous key; it is left as it is");
+            }
+            !shared && survey.owned.contains_key(id)
+        });
+        if let Some(id) = &previous_key {
+            survey.tie_if_untied(&self.keys, id).await?;
+        }
+        // With a grace period, the previous key's retirement is on the secret's tags before
+        // AWSCURRENT moves, due no sooner than the grace after this invocation's deadline (the
+        // move happens before it): a crash after the move leaves it scheduled, never early.
+        let grace = settings.grace.filter(|_| {
+            settings.old_key_action != crate::config::OldKeyAction::KeepPrevious
+        });
+        if let (Some(grace), Some(id), TokenState::Pending) = (grace, &previous_key, ctx.state) {
+            let left = crate::deadline::current()
+                .map(|i| i.time_left())
+                .unwrap_or(crate::grace::UNKNOWN_DEADLINE);
+            let due = crate::grace::now_secs() + grace.seconds() + left.as_secs() as i64 + 1;
+            self.schedule_retirement(secret_id, id, due).await?;
+        }
 
         if ctx.state == TokenState::Pending {
             let from = ctx.meta.version_with(AWSCURRENT);
@@ -109,20 +136,37 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             }
         }
 
-        // The previous key, by policy, unless another version that keeps a label holds it too.
-        let Some(id) = previous_key.filter(|id| *id != new.api_key_id) else {
+        let Some(id) = previous_key else {
             return Ok(());
         };
-        let shared = after.keys().any(|v| {
-            Some(v) != previous_version.as_ref()
-                && survey.versions.get(v).is_some_and(|l| l.claim.holds(&id))
-        });
-        if shared {
-            tracing::info!(key_id = %id, "another labelled version holds the previous key; it is left as it is");
-            return Ok(());
+        match grace {
+            // Now that AWSCURRENT has moved, the grace is counted from now (rounded up to the
+            // next second). A re-run after the move keeps the time already scheduled.
+            Some(grace) => {
+                let scheduled = survey.schedule.due.contains_key(&id)
+                    || survey.schedule.unreadable.contains(&id);
+                if ctx.state == TokenState::Pending || !scheduled {
+                    let due = crate::grace::now_secs() + grace.seconds() + 1;
+                    self.schedule_retirement(secret_id, &id, due).await?;
+                }
+                Ok(())
+            }
+            None => {
+                self.retire_previous(settings.old_key_action, &id, &survey, Some(ctx.config))
+                    .await
+            }
         }
-        survey.tie_if_untied(&self.keys, &id).await?;
-        self.retire_previous(settings.old_key_action, &id, &survey, Some(ctx.config))
-            .await
+    }
+
+    /// Schedules the retirement of `key_id` at `due` on the secret's tags (`crate::grace`).
+    async fn schedule_retirement(&self, secret_id: &str, key_id: &str, due: i64) -> StepResult<()> {
+        let (key, value) = crate::grace::schedule_tag(key_id, due);
+        self.secrets.tag_secret(secret_id, &key, &value).await?;
+        tracing::info!(
+            key_id,
+            retire_at = %crate::grace::rfc3339(due),
+            "the previous key keeps working for its grace period; its retirement is scheduled"
+        );
+        Ok(())
     }
 }

@@ -11,6 +11,8 @@ use crate::metrics::{self, Invocation};
 use crate::ports::{KeyGateway, Prober, SecretMetadata, SecretStore, AWSCURRENT, AWSPENDING};
 
 pub(crate) use pending::check_not_stale;
+pub use retire::Outcome;
+pub use sweep::{SweepOutcome, SWEEP_ACTION, SWEEP_CALLS};
 
 mod create_secret;
 mod finish_secret;
@@ -18,6 +20,7 @@ mod new_key;
 mod pending;
 mod plans;
 mod retire;
+mod sweep;
 mod set_secret;
 mod test_secret;
 pub(crate) mod validate;
@@ -81,6 +84,7 @@ pub const STEP_CALLS: [(Step, &[&str]); 4] = [
             "GetApiKey",
             "GetTags",
             "TagResource",
+            "secretsmanager:TagResource",
         ],
     ),
 ];
@@ -150,7 +154,17 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
     }
 
     async fn handle_event(&self, payload: &Value) -> Result<(), Error> {
-        let event = RotationEvent::parse(payload).map_err(|failure| {
+        let event = crate::event::is_sweep(payload)
+            .and_then(|sweep| match sweep {
+                // The sweep is the Lambda entry point's (`crate::Function`): a rotator without
+                // a secret catalog cannot run it.
+                true => Err(Failure::new(
+                    crate::error::ErrorKind::InvalidEvent,
+                    "the retirement sweep's event is handled by the function's entry point",
+                )),
+                false => RotationEvent::parse(payload),
+            })
+            .map_err(|failure| {
             let labels = EventLabels::from_payload(payload);
             tracing::error!(error = %failure, "rejected the event; nothing was changed");
             Error::new(&labels.secret, &labels.step, failure)

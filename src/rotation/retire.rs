@@ -1,11 +1,12 @@
 //! Retiring a key: deleted (first detached from the plans the function may touch), or the
-//! previous key by policy.
+//! previous key by policy; and a key whose grace period ended (or that `revoke` retires), by
+//! the part it plays now (`Survey::retirement`).
 
 use super::Rotator;
 use crate::config::{FunctionConfig, OldKeyAction};
 use crate::error::StepResult;
 use crate::metrics::{self, Effect, Retired};
-use crate::ownership::Survey;
+use crate::ownership::{Retirement, Survey};
 use crate::ports::{KeyGateway, Prober, SecretStore};
 
 impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
@@ -87,6 +88,75 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// Retires the owned key `id` now, by the part the survey says it plays: held by
+    /// AWSPREVIOUS alone, by `action`; held by no version, deleted; needed by a version, or not
+    /// the secret's, left as it is. Safe to repeat.
+    pub(crate) async fn retire_now(
+        &self,
+        survey: &Survey,
+        id: &str,
+        action: OldKeyAction,
+        scope: Option<&FunctionConfig>,
+    ) -> StepResult<Outcome> {
+        match (survey.retirement(id), action) {
+            (Retirement::NotOwned, _) => Ok(Outcome::NotOwned),
+            (Retirement::Needed(why), _) => {
+                tracing::info!(key_id = id, reason = why, "the key is needed: it is kept");
+                Ok(Outcome::Kept(why))
+            }
+            (Retirement::Previous, OldKeyAction::KeepPrevious) => Ok(Outcome::Kept(
+                "OldKeyAction=keep-previous keeps the previous key",
+            )),
+            (Retirement::Previous, OldKeyAction::Disable) => {
+                let enabled = survey.owned.get(id).is_some_and(|o| o.key.enabled);
+                if !enabled {
+                    return Ok(Outcome::AlreadyRetired);
+                }
+                self.keys.set_key_enabled(id, false).await?;
+                metrics::record(Effect::KeyRetired(Retired::Disabled));
+                tracing::info!(key_id = id, "disabled the previous key (OldKeyAction=disable)");
+                Ok(Outcome::Disabled)
+            }
+            (Retirement::Previous, OldKeyAction::Delete) | (Retirement::Unheld, _) => {
+                self.delete_key(id, "its grace period ended, or it was revoked", scope)
+                    .await?;
+                Ok(Outcome::Deleted)
+            }
+        }
+    }
+}
+
+/// What `retire_now` did to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Deleted,
+    Disabled,
+    /// Disabled already.
+    AlreadyRetired,
+    /// Needed by a version (or by the policy), with why: left as it is.
+    Kept(&'static str),
+    /// Not the secret's key (gone, or tied elsewhere): left as it is.
+    NotOwned,
+}
+
+impl Outcome {
+    /// Whether the key is deleted or disabled, by this call or before.
+    pub fn retired(self) -> bool {
+        matches!(
+            self,
+            Outcome::Deleted | Outcome::Disabled | Outcome::AlreadyRetired
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deleted => "deleted",
+            Outcome::Disabled => "disabled",
+            Outcome::AlreadyRetired => "disabled already",
+            Outcome::Kept(_) => "kept",
+            Outcome::NotOwned => "not the secret's (gone or tied elsewhere)",
         }
     }
 }

@@ -99,6 +99,44 @@ impl SecretStore for FakeSecrets {
         }
         Ok(())
     }
+    async fn tag_secret(&self, _: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        let mut meta = lock(&self.meta);
+        meta.tags.retain(|(k, _)| k != key);
+        meta.tags.push((key.to_owned(), value.to_owned()));
+        Ok(())
+    }
+    async fn untag_secret(&self, _: &str, key: &str) -> Result<(), AwsError> {
+        lock(&self.meta).tags.retain(|(k, _)| k != key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::ports::SecretCatalog for FakeSecrets {
+    async fn list_secrets(&self, _: &str, _: Option<&str>) -> Result<Vec<String>, AwsError> {
+        Ok(vec![ARN.to_owned()])
+    }
+    /// As ListSecrets' filters: a tag key with the prefix, and a tag value with one of the
+    /// value prefixes (not necessarily the same tag).
+    async fn list_secrets_tagged(
+        &self,
+        key_prefix: &str,
+        value_prefixes: &[String],
+    ) -> Result<Vec<String>, AwsError> {
+        let meta = lock(&self.meta);
+        let key = meta.tags.iter().any(|(k, _)| k.starts_with(key_prefix));
+        let value = meta
+            .tags
+            .iter()
+            .any(|(_, v)| value_prefixes.iter().any(|p| v.starts_with(p.as_str())));
+        Ok(if key && value { vec![meta.arn.clone()] } else { vec![] })
+    }
+    async fn start_rotation(&self, _: &str, _: &str) -> Result<(), AwsError> {
+        Ok(())
+    }
+    async fn version_dates(&self, _: &str) -> Result<BTreeMap<String, i64>, AwsError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 #[derive(Default)]
@@ -584,6 +622,7 @@ fn the_step_call_list_matches_the_adapters() {
         .iter()
         .flat_map(|(_, calls)| calls.iter().copied())
         .chain(crate::ops::OPERATOR_CALLS.iter().copied())
+        .chain(SWEEP_CALLS.iter().copied())
         .collect();
     assert_eq!(
         named, listed,
@@ -618,4 +657,106 @@ async fn replaying_finish_leaves_the_key_of_a_later_open_rotation_alone() {
         assert_eq!(step(&r, s, T3).await, Ok(()));
     }
     assert_eq!(current_key(&r), Some(later));
+}
+
+/// The schedule tag's due time for `key`, if the secret has one.
+fn scheduled(r: &Fake, key: &str) -> Option<i64> {
+    crate::grace::Schedule::from_tags(&lock(&r.secrets.meta).tags)
+        .due
+        .get(key)
+        .copied()
+}
+
+/// Moves every schedule entry of the secret `by` seconds earlier, as time passing would.
+fn pass_time(r: &Fake, by: i64) {
+    let mut meta = lock(&r.secrets.meta);
+    let schedule = crate::grace::Schedule::from_tags(&meta.tags);
+    for (key, due) in schedule.due {
+        let (k, v) = crate::grace::schedule_tag(&key, due - by);
+        meta.tags.retain(|(t, _)| *t != k);
+        meta.tags.push((k, v));
+    }
+}
+
+#[tokio::test]
+async fn with_a_grace_period_the_previous_key_works_until_the_sweep_after_its_due_time() {
+    let r = given(&[("GracePeriod", "2h")], Some(json!({})));
+    assert_eq!(rotate(&r, T1).await, Ok(()));
+    let k1 = current_key(&r).unwrap_or_default();
+    let before = crate::grace::now_secs();
+    assert_eq!(rotate(&r, T2).await, Ok(()));
+    let due = scheduled(&r, &k1).unwrap_or_default();
+    // Due the grace after AWSCURRENT moved: never sooner, and not minutes later.
+    assert!(due > before + 7200 && due <= crate::grace::now_secs() + 7200 + 2, "{due}");
+    assert!(r.keys.key(&k1).is_some_and(|k| k.enabled));
+    // A sweep before the due time changes nothing.
+    let early = r.sweep().await.ok();
+    assert_eq!(early.map(|o| (o.due_secrets, o.retired)), Some((0, 0)));
+    assert!(r.keys.key(&k1).is_some());
+    // After it, the key is deleted and its schedule entry removed.
+    pass_time(&r, 7201);
+    let swept = r.sweep().await.ok();
+    assert_eq!(swept.map(|o| (o.due_secrets, o.retired)), Some((1, 1)));
+    assert!(r.keys.key(&k1).is_none());
+    assert_eq!(scheduled(&r, &k1), None);
+    // A second sweep finds nothing to do.
+    let again = r.sweep().await.ok();
+    assert_eq!(again.map(|o| o.due_secrets), Some(0));
+}
+
+#[tokio::test]
+async fn two_rotations_within_one_grace_keep_both_old_keys_until_each_ends() {
+    let r = given(&[("GracePeriod", "1h"), ("OldKeyAction", "disable")], Some(json!({})));
+    assert_eq!(rotate(&r, T1).await, Ok(()));
+    let k1 = current_key(&r).unwrap_or_default();
+    assert_eq!(rotate(&r, T2).await, Ok(()));
+    let k2 = current_key(&r).unwrap_or_default();
+    pass_time(&r, 1800);
+    assert_eq!(rotate(&r, T3).await, Ok(()));
+    // k1 is held by no version now, and still in its grace: kept, enabled.
+    assert!(r.keys.key(&k1).is_some_and(|k| k.enabled));
+    assert!(r.keys.key(&k2).is_some_and(|k| k.enabled));
+    pass_time(&r, 1801);
+    let swept = r.sweep().await.ok();
+    assert_eq!(swept.map(|o| o.retired), Some(1));
+    // k1's grace ended: held by no version, it is deleted; k2's has not.
+    assert!(r.keys.key(&k1).is_none());
+    assert!(r.keys.key(&k2).is_some_and(|k| k.enabled));
+    pass_time(&r, 3600);
+    assert_eq!(r.sweep().await.ok().map(|o| o.retired), Some(1));
+    // k2 is AWSPREVIOUS's: disabled by the policy, kept.
+    assert!(r.keys.key(&k2).is_some_and(|k| !k.enabled));
+}
+
+#[tokio::test]
+async fn a_key_rolled_back_to_during_its_grace_survives_the_sweep() {
+    let r = given(&[("GracePeriod", "30m")], Some(json!({})));
+    assert_eq!(rotate(&r, T1).await, Ok(()));
+    let k1 = current_key(&r).unwrap_or_default();
+    assert_eq!(rotate(&r, T2).await, Ok(()));
+    // A roll-back: AWSCURRENT back on T1's version.
+    r.secrets
+        .move_stage(ARN, AWSCURRENT, Some(T1), Some(T2))
+        .await
+        .ok();
+    pass_time(&r, 1801);
+    let swept = r.sweep().await.ok();
+    assert_eq!(swept.map(|o| (o.retired, o.released)), Some((0, 1)));
+    assert!(r.keys.key(&k1).is_some_and(|k| k.enabled));
+    assert_eq!(scheduled(&r, &k1), None);
+}
+
+#[tokio::test]
+async fn a_grace_period_is_refused_with_keep_previous_and_bounded() {
+    for (tags, code) in [
+        (vec![("GracePeriod", "2h"), ("OldKeyAction", "keep-previous")], "grace-period-with-keep-previous"),
+        (vec![("GracePeriod", "8d")], "grace-period-invalid"),
+        (vec![("GracePeriod", "soon")], "grace-period-invalid"),
+    ] {
+        let r = given(&tags, Some(json!({})));
+        open(&r, T1);
+        let err = step(&r, "createSecret", T1).await.err();
+        assert!(err.as_ref().is_some_and(|e| e.cause.contains(code)), "{tags:?}: {err:?}");
+        assert!(r.keys.ids().is_empty());
+    }
 }
