@@ -573,6 +573,31 @@ impl SecretStore for FakeSecrets {
         self.0.move_label(secret_id, stage, to, from)?;
         Account::leave("UpdateSecretVersionStage", lost, ())
     }
+
+    async fn tag_secret(&self, secret_id: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        tokio::task::yield_now().await;
+        let lost = self.0.enter("secretsmanager:TagResource")?;
+        if let Some(s) = lock(&self.0.secrets)
+            .values_mut()
+            .find(|s| s.arn == secret_id || s.name == secret_id)
+        {
+            s.tags.retain(|(k, _)| k != key);
+            s.tags.push((key.to_owned(), value.to_owned()));
+        }
+        Account::leave("secretsmanager:TagResource", lost, ())
+    }
+
+    async fn untag_secret(&self, secret_id: &str, key: &str) -> Result<(), AwsError> {
+        tokio::task::yield_now().await;
+        let lost = self.0.enter("secretsmanager:UntagResource")?;
+        if let Some(s) = lock(&self.0.secrets)
+            .values_mut()
+            .find(|s| s.arn == secret_id || s.name == secret_id)
+        {
+            s.tags.retain(|(k, _)| k != key);
+        }
+        Account::leave("secretsmanager:UntagResource", lost, ())
+    }
 }
 
 #[async_trait]
@@ -762,6 +787,38 @@ impl SecretCatalog for FakeSecrets {
             .map(|s| s.arn.clone())
             .collect();
         Account::leave("ListSecrets", lost, out)
+    }
+
+    /// ListSecrets' tag-key and tag-value filters: prefixes, each matched by any tag.
+    async fn list_secrets_tagged(
+        &self,
+        tag_key_prefix: &str,
+        value_prefixes: &[String],
+    ) -> Result<Vec<String>, AwsError> {
+        let mut out = Vec::new();
+        for chunk in value_prefixes.chunks(10) {
+            tokio::task::yield_now().await;
+            let lost = self.0.enter("ListSecrets")?;
+            let found: Vec<String> = lock(&self.0.secrets)
+                .values()
+                .filter(|s| s.tags.iter().any(|(k, _)| k.starts_with(tag_key_prefix)))
+                .filter(|s| {
+                    s.tags
+                        .iter()
+                        .any(|(_, v)| chunk.iter().any(|p| v.starts_with(p.as_str())))
+                })
+                .map(|s| s.arn.clone())
+                .collect();
+            out.extend(Account::leave("ListSecrets", lost, found)?);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The model opens rotations itself; an operator's RotateSecret is not part of it.
+    async fn start_rotation(&self, _secret_id: &str, _token: &str) -> Result<(), AwsError> {
+        Ok(())
     }
 
     async fn version_dates(&self, secret_id: &str) -> Result<BTreeMap<String, i64>, AwsError> {

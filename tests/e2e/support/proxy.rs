@@ -188,7 +188,13 @@ pub struct Proxy {
 /// REST paths name it by method and path.
 pub fn operation_of(method: &str, path: &str, target: Option<&str>) -> String {
     if let Some(t) = target {
-        return t.rsplit('.').next().unwrap_or(t).to_owned();
+        let op = t.rsplit('.').next().unwrap_or(t);
+        // Secrets Manager's tag calls are named with the service, as the code's call lists
+        // name them: API Gateway has a TagResource of its own.
+        return match op {
+            "TagResource" | "UntagResource" => format!("secretsmanager:{op}"),
+            _ => op.to_owned(),
+        };
     }
     let path = path.split('?').next().unwrap_or(path);
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
