@@ -446,7 +446,10 @@ impl RotationSettings {
             }
             _ => Some(None),
         };
-        let grace = match (tag(TAG_GRACE_PERIOD).filter(|v| !v.is_empty()), old_key_action) {
+        let grace = match (
+            tag(TAG_GRACE_PERIOD).filter(|v| !v.is_empty()),
+            old_key_action,
+        ) {
             (Some(raw), action) => match GracePeriod::parse(&raw) {
                 Err(why) => {
                     findings.push(Finding::error(
@@ -516,17 +519,15 @@ impl RotationSettings {
                 Some(old_key_action),
                 Some(test_url),
                 Some(grace),
-            ) => {
-                Some(RotationSettings {
-                    key_name,
-                    usage_plan_ids,
-                    old_key_action,
-                    grace,
-                    test_url,
-                    key_tags,
-                    skipped_tags,
-                })
-            }
+            ) => Some(RotationSettings {
+                key_name,
+                usage_plan_ids,
+                old_key_action,
+                grace,
+                test_url,
+                key_tags,
+                skipped_tags,
+            }),
             _ => None,
         };
         (settings, findings)

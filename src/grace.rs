@@ -62,9 +62,7 @@ impl GracePeriod {
             return Ok(None);
         }
         if grace > MAX_GRACE {
-            return Err(format!(
-                "{raw} is longer than the longest grace period, 7d"
-            ));
+            return Err(format!("{raw} is longer than the longest grace period, 7d"));
         }
         Ok(Some(GracePeriod(grace)))
     }
@@ -216,12 +214,26 @@ mod tests {
         assert_eq!(ok("0"), Ok(None));
         assert_eq!(ok("0h"), Ok(None));
         for bad in [
-            "", "h", "2", "2 h", "-2h", "1.5h", "2H", "8d", "169h", "2w", "1h30m", "99999999999s",
+            "",
+            "h",
+            "2",
+            "2 h",
+            "-2h",
+            "1.5h",
+            "2H",
+            "8d",
+            "169h",
+            "2w",
+            "1h30m",
+            "99999999999s",
         ] {
             assert!(GracePeriod::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            GracePeriod::parse("120m").ok().flatten().map(|g| g.to_string()),
+            GracePeriod::parse("120m")
+                .ok()
+                .flatten()
+                .map(|g| g.to_string()),
             Some("2h".into())
         );
     }
@@ -256,15 +268,34 @@ mod tests {
     /// edges of the range, checked against `starts_with` as the filter applies it.
     #[test]
     fn due_prefixes_match_exactly_the_due_values() {
-        for now in [1_796_223_600i64, 1_796_223_601, 1 << 30, (1 << 31) - 1, 5, 0] {
+        for now in [
+            1_796_223_600i64,
+            1_796_223_601,
+            1 << 30,
+            (1 << 31) - 1,
+            5,
+            0,
+        ] {
             let prefixes = due_prefixes(now);
             assert!(prefixes.len() <= 35);
             let matched = |due: i64| {
                 let (_, v) = schedule_tag("k1", due);
-                prefixes.iter().filter(|p| v.starts_with(p.as_str())).count()
+                prefixes
+                    .iter()
+                    .filter(|p| v.starts_with(p.as_str()))
+                    .count()
             };
-            for due in [0, 1, now - 86_400, now - 61, now - 1, now, now + 1, now + 60, now + 86_400]
-            {
+            for due in [
+                0,
+                1,
+                now - 86_400,
+                now - 61,
+                now - 1,
+                now,
+                now + 1,
+                now + 60,
+                now + 86_400,
+            ] {
                 if due < 0 {
                     continue;
                 }

@@ -114,7 +114,10 @@ impl Function {
                 let (result, measured) = invocation
                     .scope(self.rotator.handle_measured(payload))
                     .await;
-                (result.map(|()| serde_json::Value::Null), Measured::Step(measured))
+                (
+                    result.map(|()| serde_json::Value::Null),
+                    Measured::Step(measured),
+                )
             }
         }
     }

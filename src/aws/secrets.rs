@@ -224,7 +224,6 @@ impl SecretStore for AwsSecretStore {
     }
 }
 
-
 #[async_trait]
 impl SecretCatalog for AwsSecretStore {
     async fn list_secrets(
@@ -315,7 +314,11 @@ impl SecretCatalog for AwsSecretStore {
                     })
                     .await
                     .map_err(|e| aws_error("ListSecrets", &e))?;
-                arns.extend(out.secret_list().iter().filter_map(|s| s.arn().map(str::to_owned)));
+                arns.extend(
+                    out.secret_list()
+                        .iter()
+                        .filter_map(|s| s.arn().map(str::to_owned)),
+                );
                 next = next_page(out.next_token(), &next);
                 if next.is_none() {
                     break;

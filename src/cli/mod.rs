@@ -28,7 +28,7 @@ pub const EXIT_UNREADABLE: u8 = 3;
 #[command(
     name = "api-key-rotator",
     version,
-    about = "Operator commands for the api-key-rotator Lambda: check a secret before enabling rotation, see every secret's keys and stages, clean up, roll back.",
+    about = "Operator commands for the api-key-rotator Lambda: check a secret before enabling rotation, see every secret's keys and stages, clean up, roll back, revoke a leaked key.",
     after_help = "Uses the standard AWS credential chain and region, and AWS_ENDPOINT_URL. Never prints a key value. Exit codes: 0 success, 1 error findings or anything refused or failed, 2 usage error, 3 a secret or the account could not be read."
 )]
 struct Cli {
@@ -115,6 +115,18 @@ enum Command {
         /// `check` reports rotation-unfinished).
         #[arg(long)]
         force: bool,
+    },
+    /// For a leaked key: rotate now, wait for the rotation to complete, then retire every other
+    /// key the secret owns at once, whatever its grace period. Prints the plan; --apply does it.
+    Revoke {
+        #[arg(value_name = "SECRET", value_parser = secret_id)]
+        secret: String,
+        #[arg(long)]
+        apply: bool,
+        /// How long to wait for the rotation to complete (1 to 3600 seconds); run again to go
+        /// on waiting.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        wait: u64,
     },
 }
 
@@ -282,6 +294,25 @@ async fn run(op: &AwsOperator, command: Command, output: Output) -> Report {
                     }
                 }
             }
+            report
+        }
+        Command::Revoke {
+            secret,
+            apply,
+            wait,
+        } => {
+            let mut report = Report::new("revoke", output);
+            let entry = match op.inspect(&secret, None).await {
+                Ok(seen) => match op
+                    .revoke(&seen, apply, std::time::Duration::from_secs(wait))
+                    .await
+                {
+                    Ok(outcome) => Entry::revoke(secret, &seen, outcome, apply),
+                    Err(e) => Entry::unreadable(secret, e),
+                },
+                Err(e) => Entry::unreadable(secret, e),
+            };
+            report.push(entry);
             report
         }
         Command::Rollback {

@@ -10,8 +10,8 @@ use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE};
 use crate::finding::Finding;
 use crate::ops::KeyError;
 use crate::ops::{
-    CleanupOutcome, DeletedSecretKeys, Inspection, KeyView, RollbackOutcome, RollbackStep,
-    Unreadable, VersionView,
+    CleanupOutcome, DeletedSecretKeys, Inspection, KeyView, RevokeOutcome, RevokeRotation,
+    RollbackOutcome, RollbackStep, Unreadable, VersionView,
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -105,6 +105,7 @@ fn key_json(k: &KeyView) -> Value {
         "created": date(k.created),
         "tie": k.tie,
         "role": k.role.as_str(),
+        "retire_at": date(k.retire_at),
     })
 }
 
@@ -162,12 +163,15 @@ fn keys_text(keys: &[KeyView], out: &mut Vec<String>) {
                 },
                 date_text(k.created),
                 k.tie.clone().unwrap_or_else(|| "-".to_owned()),
+                date_text(k.retire_at),
             ]
         })
         .collect();
     table(
         "    ",
-        &["ID", "NAME", "ROLE", "ENABLED", "PLANS", "CREATED", "TIE"],
+        &[
+            "ID", "NAME", "ROLE", "ENABLED", "PLANS", "CREATED", "TIE", "RETIRES",
+        ],
         &rows,
         out,
     );
@@ -309,7 +313,9 @@ impl Entry {
             .enumerate()
             .map(|(i, step)| {
                 let mut s = match step {
-                    RollbackStep::EnableKey { key_id } => json!({"key_id": key_id}),
+                    RollbackStep::Unschedule { key_id } | RollbackStep::EnableKey { key_id } => {
+                        json!({"key_id": key_id})
+                    }
                     RollbackStep::AttachKey {
                         key_id,
                         usage_plan_id,
@@ -345,6 +351,9 @@ impl Entry {
             ));
             for (i, step) in out.steps.iter().enumerate() {
                 let what = match step {
+                    RollbackStep::Unschedule { key_id } => {
+                        format!("remove key {key_id}'s scheduled retirement (its grace period)")
+                    }
                     RollbackStep::EnableKey { key_id } => format!("re-enable key {key_id}"),
                     RollbackStep::AttachKey {
                         key_id,
@@ -365,6 +374,80 @@ impl Entry {
                     "not done"
                 };
                 text.push(format!("    {}. {what}  [{mark}]", i + 1));
+            }
+        }
+        if let Some(e) = &out.failed {
+            text.push(format!("  failed: {e}"));
+        }
+        let exit = if out.refused.is_some() || out.failed.is_some() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_OK
+        };
+        Entry {
+            json: Value::Object(m),
+            text,
+            exit,
+            arn: Some(seen.meta.arn.clone()),
+        }
+    }
+}
+
+impl Entry {
+    pub fn revoke(input: String, seen: &Inspection, out: RevokeOutcome, apply: bool) -> Entry {
+        let mut m = Self::base(&input, seen);
+        m.insert("dry_run".into(), Value::Bool(!apply));
+        let (state, version) = match &out.rotation {
+            None => ("none", None),
+            Some(RevokeRotation::WouldStart) => ("would-start", None),
+            Some(RevokeRotation::Started(v)) => ("started", Some(v.clone())),
+            Some(RevokeRotation::Resumed(v)) => ("resumed", Some(v.clone())),
+            Some(RevokeRotation::Finished(v)) => ("finished-earlier", Some(v.clone())),
+        };
+        m.insert(
+            "rotation".into(),
+            json!({"state": state, "version": version, "completed": out.completed}),
+        );
+        m.insert("new_key_id".into(), json!(out.new_key));
+        m.insert(
+            "keys".into(),
+            Value::Array(
+                out.keys
+                    .iter()
+                    .map(|k| json!({"id": k.id, "name": k.name, "outcome": k.outcome, "kept_because": k.kept_because}))
+                    .collect(),
+            ),
+        );
+        m.insert("refused".into(), json!(out.refused));
+        m.insert("failed".into(), json!(out.failed));
+        let mut text = vec![header(&input, seen)];
+        if let Some(why) = &out.refused {
+            text.push(format!("  refused: {why}"));
+        } else {
+            text.push(match (&out.rotation, apply) {
+                (Some(RevokeRotation::WouldStart), false) => "  plan (dry run; --apply to carry it out): rotate now (RotateSecret), wait until the rotation completes, then retire every key below at once, whatever its grace period".to_owned(),
+                (Some(RevokeRotation::Resumed(v)), false) => format!("  plan (dry run; --apply to carry it out): wait for the revoke's rotation {v} to complete, then retire every key below at once"),
+                (Some(RevokeRotation::Finished(v)), false) => format!("  plan (dry run; --apply to carry it out): the revoke's rotation {v} completed; retire every key below at once"),
+                (Some(RevokeRotation::Started(v)), _) => format!("  rotation {v}: started, {}", if out.completed { "completed" } else { "NOT completed" }),
+                (Some(RevokeRotation::Resumed(v)), _) => format!("  rotation {v} (an earlier revoke's): {}", if out.completed { "completed" } else { "NOT completed" }),
+                (Some(RevokeRotation::Finished(v)), _) => format!("  rotation {v} (an earlier revoke's): completed; finishing its retirements"),
+                _ => "  no rotation".to_owned(),
+            });
+            if let Some(k) = &out.new_key {
+                text.push(format!("  new key: {k}"));
+            }
+            if out.keys.is_empty() {
+                text.push("  keys to retire: none".to_owned());
+            } else {
+                text.push("  keys:".to_owned());
+                for k in &out.keys {
+                    let why = k
+                        .kept_because
+                        .as_ref()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default();
+                    text.push(format!("    {}  {}  {}{why}", k.id, k.name, k.outcome));
+                }
             }
         }
         if let Some(e) = &out.failed {

@@ -7,7 +7,7 @@
 use super::inspect::Inspection;
 use super::roles::Role;
 use super::{Operator, Unreadable};
-use crate::config::FunctionConfig;
+use crate::config::{FunctionConfig, OldKeyAction};
 use crate::finding::Code;
 use crate::ports::{FunctionReader, KeyGateway, Prober, SecretCatalog, SecretStore};
 
@@ -20,6 +20,9 @@ pub enum OrphanReason {
     NoVersionNeedsIt,
     /// The previous key, alive against the secret's OldKeyAction: retired by that policy.
     PreviousKeyNotRetired,
+    /// Its grace period has ended and the sweep has not retired it yet: retired by the part it
+    /// plays, as the sweep would.
+    GraceEnded,
     /// Its tie names a secret that no longer exists.
     SecretDeleted,
     /// Its tie names a secret scheduled for deletion: reported, never retired (the secret may
@@ -32,6 +35,7 @@ impl OrphanReason {
         match self {
             OrphanReason::NoVersionNeedsIt => "no-version-needs-it",
             OrphanReason::PreviousKeyNotRetired => "previous-key-not-retired",
+            OrphanReason::GraceEnded => "grace-ended",
             OrphanReason::SecretDeleted => "secret-deleted",
             OrphanReason::SecretScheduledForDeletion => "secret-scheduled-for-deletion",
         }
@@ -57,7 +61,11 @@ pub struct CleanupOutcome {
 }
 
 /// The findings cleanup itself resolves; any other error finding stops it.
-const RESOLVES: [Code; 2] = [Code::OrphanKeys, Code::PreviousKeyNotRetired];
+const RESOLVES: [Code; 3] = [
+    Code::OrphanKeys,
+    Code::PreviousKeyNotRetired,
+    Code::KeyPastGrace,
+];
 
 impl<S, K, P, F> Operator<S, K, P, F>
 where
@@ -89,6 +97,27 @@ where
                 reason: OrphanReason::PreviousKeyNotRetired,
             }));
         }
+        // Keys whose grace has ended that the sweep has not retired yet, and that a version does
+        // not need now (the previous key: by the policy; a key no version holds is an orphan
+        // already).
+        let policy = seen.settings.as_ref().map(|s| s.old_key_action);
+        for (id, _) in seen.survey.schedule.due_by(seen.survey.now) {
+            let retires = match (seen.survey.retirement(&id), policy) {
+                (crate::ownership::Retirement::Previous, Some(OldKeyAction::Delete)) => true,
+                (crate::ownership::Retirement::Previous, Some(OldKeyAction::Disable)) => {
+                    seen.survey.owned.get(&id).is_some_and(|o| o.key.enabled)
+                }
+                _ => false,
+            };
+            if retires && !orphans.iter().any(|o| o.id == id) {
+                let name = seen.survey.owned.get(&id).map(|o| o.key.name.clone());
+                orphans.push(Orphan {
+                    id,
+                    name: name.unwrap_or_default(),
+                    reason: OrphanReason::GraceEnded,
+                });
+            }
+        }
         let mut out = CleanupOutcome {
             orphans,
             ..CleanupOutcome::default()
@@ -117,12 +146,13 @@ where
             return out;
         }
         let mut survey = seen.survey.clone();
+        // The tags the secret should have: the ones read, less the schedule entries removed.
+        let mut tags = seen.meta.tags.clone();
         for orphan in &out.orphans {
             // The secret is read again before each change: a rotation that started since, or
             // any label that moved, stops the cleanup.
             match self.rotator.secrets.describe(&seen.meta.arn).await {
-                Ok(Some(now))
-                    if now.versions == seen.meta.versions && now.tags == seen.meta.tags => {}
+                Ok(Some(now)) if now.versions == seen.meta.versions && now.tags == tags => {}
                 Ok(_) => {
                     out.refused = Some(
                         "the secret's versions or tags changed during the cleanup (a rotation started?); the remaining keys were left alone: run cleanup again".to_owned(),
@@ -153,6 +183,14 @@ where
                     }
                     None => continue,
                 },
+                OrphanReason::GraceEnded => match policy {
+                    Some(action) => self
+                        .rotator
+                        .retire_now(&survey, &orphan.id, action, seen.function.as_ref())
+                        .await
+                        .map(|_| ()),
+                    None => continue,
+                },
                 _ => {
                     self.rotator
                         .delete_key(
@@ -163,8 +201,22 @@ where
                         .await
                 }
             };
+            // A retired key's schedule entry goes with it.
+            let result = match result {
+                Ok(()) if seen.survey.schedule.due.contains_key(&orphan.id) => self
+                    .rotator
+                    .secrets
+                    .untag_secret(&seen.meta.arn, &crate::grace::schedule_tag_key(&orphan.id))
+                    .await
+                    .map_err(crate::error::Failure::from),
+                other => other,
+            };
             match result {
-                Ok(()) => out.retired.push(orphan.id.clone()),
+                Ok(()) => {
+                    let entry = crate::grace::schedule_tag_key(&orphan.id);
+                    tags.retain(|(k, _)| *k != entry);
+                    out.retired.push(orphan.id.clone());
+                }
                 Err(e) => out.failed.push((orphan.id.clone(), e.cause)),
             }
         }

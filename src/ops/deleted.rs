@@ -144,6 +144,7 @@ where
                         created: key.created,
                         tie: Some(tie.clone()),
                         role: Role::Orphan,
+                        retire_at: None,
                     }),
                     Err(e) => errors.push(KeyError {
                         id: key.id.clone(),

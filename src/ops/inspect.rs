@@ -40,6 +40,8 @@ pub struct KeyView {
     /// The secret the tie tag names.
     pub tie: Option<String>,
     pub role: Role,
+    /// When its grace period ends (seconds since the epoch), when its retirement is scheduled.
+    pub retire_at: Option<i64>,
 }
 
 /// What `check` and `status` report for one secret.
@@ -220,6 +222,7 @@ where
             &meta, &values, &dates, &resolved, &survey,
         ));
         findings.extend(rules::unreadable_versions(&meta, &survey));
+        findings.extend(rules::schedule_findings(&meta, &survey, settings.as_ref()));
 
         let roles = roles(&survey);
         let mut keys = Vec::new();
@@ -236,6 +239,7 @@ where
                 created: key.created,
                 tie,
                 role: roles.get(id).copied().unwrap_or(Role::Orphan),
+                retire_at: survey.schedule.due.get(id).copied(),
             });
         }
         keys.sort_by(|a, b| (a.role, a.created, &a.id).cmp(&(b.role, b.created, &b.id)));

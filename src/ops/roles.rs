@@ -17,6 +17,9 @@ pub enum Role {
     /// Named after an open rotation's version and held by none yet: that rotation's
     /// createSecret may still be making it; its finishSecret retires it if it is a duplicate.
     Duplicate,
+    /// Held by no version, and in its grace period (or its schedule cannot be read): kept
+    /// until the sweep retires it when the grace ends.
+    Retiring,
     /// Owned, and no version needs it: `cleanup` retires it.
     Orphan,
 }
@@ -29,6 +32,7 @@ impl Role {
             Role::Pending => "pending",
             Role::Labelled => "labelled",
             Role::Duplicate => "duplicate",
+            Role::Retiring => "retiring",
             Role::Orphan => "orphan",
         }
     }
@@ -62,6 +66,8 @@ fn role_of(survey: &Survey, orphans: &BTreeSet<String>, id: &str) -> Role {
         Role::Labelled
     } else if orphans.contains(id) {
         Role::Orphan
+    } else if survey.schedule.kept_at(survey.now).contains(id) {
+        Role::Retiring
     } else {
         Role::Duplicate
     }

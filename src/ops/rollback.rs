@@ -17,6 +17,11 @@ use crate::secret::CurrentValue;
 /// One step of a roll-back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RollbackStep {
+    /// The key rolled back to leaves the retirement schedule first: a sweep that reads the
+    /// schedule again before acting then leaves it alone.
+    Unschedule {
+        key_id: String,
+    },
     EnableKey {
         key_id: String,
     },
@@ -36,6 +41,7 @@ pub enum RollbackStep {
 impl RollbackStep {
     pub fn action(&self) -> &'static str {
         match self {
+            RollbackStep::Unschedule { .. } => "unschedule-retirement",
             RollbackStep::EnableKey { .. } => "enable-key",
             RollbackStep::AttachKey { .. } => "attach-key",
             RollbackStep::MoveCurrent { .. } => "move-current",
@@ -145,6 +151,12 @@ where
             ));
         };
         let mut steps = Vec::new();
+        let schedule = &seen.survey.schedule;
+        if schedule.due.contains_key(&key_id) || schedule.unreadable.contains(&key_id) {
+            steps.push(RollbackStep::Unschedule {
+                key_id: key_id.clone(),
+            });
+        }
         if !key.enabled {
             steps.push(RollbackStep::EnableKey {
                 key_id: key_id.clone(),
@@ -220,6 +232,11 @@ where
         }
         for step in &out.steps {
             let result = match step {
+                RollbackStep::Unschedule { key_id } => {
+                    secrets
+                        .untag_secret(&meta.arn, &crate::grace::schedule_tag_key(key_id))
+                        .await
+                }
                 RollbackStep::EnableKey { key_id } => {
                     self.rotator.keys.set_key_enabled(key_id, true).await
                 }

@@ -200,6 +200,7 @@ pub(crate) fn previous_not_retired<'k>(
         return None;
     }
     let current = meta.version_with(AWSCURRENT)?;
+    // A key whose retirement is scheduled is the sweep's (`schedule_findings`).
     let previous = meta.version_with(AWSPREVIOUS).filter(|v| *v != current)?;
     let rolled_back = values
         .get(previous)
@@ -210,6 +211,9 @@ pub(crate) fn previous_not_retired<'k>(
         return None;
     }
     let key = keys.iter().find(|k| k.role == Role::Previous)?;
+    if survey.schedule.due.contains_key(&key.id) || survey.schedule.unreadable.contains(&key.id) {
+        return None;
+    }
     let readable = matches!(
         survey.versions.get(previous).map(|l| &l.claim),
         Some(crate::ownership::Claim::Key { .. })
@@ -226,4 +230,65 @@ pub(crate) fn previous_not_retired<'k>(
         OldKeyAction::Disable => key.enabled.then_some(key),
         OldKeyAction::KeepPrevious => None,
     }
+}
+
+/// The retirement schedule: a key alive more than `grace::LATE_AFTER` past its due time (the
+/// sweep has not retired it), and schedule tags the function cannot read.
+pub(crate) fn schedule_findings(
+    meta: &SecretMetadata,
+    survey: &Survey,
+    settings: Option<&crate::config::RotationSettings>,
+) -> Vec<Finding> {
+    use crate::ownership::Retirement;
+    let mut findings = Vec::new();
+    let late: Vec<String> = survey
+        .schedule
+        .due_by(survey.now - crate::grace::LATE_AFTER)
+        .into_iter()
+        .filter(|(id, _)| match survey.retirement(id) {
+            Retirement::Unheld => true,
+            Retirement::Previous => match settings.map(|s| s.old_key_action) {
+                Some(OldKeyAction::Delete) => true,
+                Some(OldKeyAction::Disable) => survey.owned.get(id).is_some_and(|o| o.key.enabled),
+                _ => false,
+            },
+            Retirement::Needed(_) | Retirement::NotOwned => false,
+        })
+        .map(|(id, due)| format!("{id} (due {})", crate::grace::rfc3339(due)))
+        .collect();
+    if !late.is_empty() {
+        findings.push(Finding::error(
+            Code::KeyPastGrace,
+            format!(
+                "{} key(s) still work more than five minutes after their grace period ended: {}",
+                late.len(),
+                late.join(", ")
+            ),
+            format!(
+                "see the function's KeysPastGrace alarm and its sweep's logs; api-key-rotator cleanup {} --apply retires them",
+                meta.name
+            ),
+        ));
+    }
+    if !survey.schedule.unreadable.is_empty() {
+        let ids: Vec<&str> = survey
+            .schedule
+            .unreadable
+            .iter()
+            .map(String::as_str)
+            .collect();
+        findings.push(Finding::error(
+            Code::RetirementScheduleUnreadable,
+            format!(
+                "the secret's retirement schedule tags for {} do not hold a due time the function wrote: those keys are kept",
+                ids.join(", ")
+            ),
+            format!(
+                "remove the tag(s) {}<key id> from the secret, or revoke it (api-key-rotator revoke {} --apply)",
+                crate::grace::RETIRE_TAG_PREFIX,
+                meta.name
+            ),
+        ));
+    }
+    findings
 }

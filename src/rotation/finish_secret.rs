@@ -80,9 +80,9 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         // With a grace period, the previous key's retirement is on the secret's tags before
         // AWSCURRENT moves, due no sooner than the grace after this invocation's deadline (the
         // move happens before it): a crash after the move leaves it scheduled, never early.
-        let grace = settings.grace.filter(|_| {
-            settings.old_key_action != crate::config::OldKeyAction::KeepPrevious
-        });
+        let grace = settings
+            .grace
+            .filter(|_| settings.old_key_action != crate::config::OldKeyAction::KeepPrevious);
         if let (Some(grace), Some(id), TokenState::Pending) = (grace, &previous_key, ctx.state) {
             let left = crate::deadline::current()
                 .map(|i| i.time_left())

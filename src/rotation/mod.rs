@@ -20,8 +20,8 @@ mod new_key;
 mod pending;
 mod plans;
 mod retire;
-mod sweep;
 mod set_secret;
+mod sweep;
 mod test_secret;
 pub(crate) mod validate;
 
@@ -165,10 +165,10 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 false => RotationEvent::parse(payload),
             })
             .map_err(|failure| {
-            let labels = EventLabels::from_payload(payload);
-            tracing::error!(error = %failure, "rejected the event; nothing was changed");
-            Error::new(&labels.secret, &labels.step, failure)
-        })?;
+                let labels = EventLabels::from_payload(payload);
+                tracing::error!(error = %failure, "rejected the event; nothing was changed");
+                Error::new(&labels.secret, &labels.step, failure)
+            })?;
         let span = tracing::info_span!(
             "rotation",
             step = %event.step,

@@ -117,7 +117,10 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
                 }
                 self.keys.set_key_enabled(id, false).await?;
                 metrics::record(Effect::KeyRetired(Retired::Disabled));
-                tracing::info!(key_id = id, "disabled the previous key (OldKeyAction=disable)");
+                tracing::info!(
+                    key_id = id,
+                    "disabled the previous key (OldKeyAction=disable)"
+                );
                 Ok(Outcome::Disabled)
             }
             (Retirement::Previous, OldKeyAction::Delete) | (Retirement::Unheld, _) => {

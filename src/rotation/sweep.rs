@@ -120,7 +120,10 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         match self.sweep().await {
             Err(failure) => {
                 tracing::error!(kind = %failure.kind, error = %failure.cause, "the sweep could not find the due secrets; the next run tries again");
-                (Err(Error::new("<due secrets>", SWEEP_ACTION, failure)), None)
+                (
+                    Err(Error::new("<due secrets>", SWEEP_ACTION, failure)),
+                    None,
+                )
             }
             Ok(outcome) => {
                 let result = match outcome.failed.first() {
@@ -171,9 +174,15 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         }
         // The secret's settings are validated before anything is changed.
         let settings = RotationSettings::from_tags(&meta.tags, config).map_err(fail)?;
-        let survey = Survey::read(&self.secrets, &self.keys, &meta, Values::new(), Some(listing))
-            .await
-            .map_err(fail)?;
+        let survey = Survey::read(
+            &self.secrets,
+            &self.keys,
+            &meta,
+            Values::new(),
+            Some(listing),
+        )
+        .await
+        .map_err(fail)?;
         // The labels and the schedule are read again just before acting: a roll-back or a
         // rotation that moved them since is not raced.
         let again = self

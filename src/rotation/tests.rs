@@ -129,7 +129,11 @@ impl crate::ports::SecretCatalog for FakeSecrets {
             .tags
             .iter()
             .any(|(_, v)| value_prefixes.iter().any(|p| v.starts_with(p.as_str())));
-        Ok(if key && value { vec![meta.arn.clone()] } else { vec![] })
+        Ok(if key && value {
+            vec![meta.arn.clone()]
+        } else {
+            vec![]
+        })
     }
     async fn start_rotation(&self, _: &str, _: &str) -> Result<(), AwsError> {
         Ok(())
@@ -687,7 +691,10 @@ async fn with_a_grace_period_the_previous_key_works_until_the_sweep_after_its_du
     assert_eq!(rotate(&r, T2).await, Ok(()));
     let due = scheduled(&r, &k1).unwrap_or_default();
     // Due the grace after AWSCURRENT moved: never sooner, and not minutes later.
-    assert!(due > before + 7200 && due <= crate::grace::now_secs() + 7200 + 2, "{due}");
+    assert!(
+        due > before + 7200 && due <= crate::grace::now_secs() + 7200 + 2,
+        "{due}"
+    );
     assert!(r.keys.key(&k1).is_some_and(|k| k.enabled));
     // A sweep before the due time changes nothing.
     let early = r.sweep().await.ok();
@@ -706,7 +713,10 @@ async fn with_a_grace_period_the_previous_key_works_until_the_sweep_after_its_du
 
 #[tokio::test]
 async fn two_rotations_within_one_grace_keep_both_old_keys_until_each_ends() {
-    let r = given(&[("GracePeriod", "1h"), ("OldKeyAction", "disable")], Some(json!({})));
+    let r = given(
+        &[("GracePeriod", "1h"), ("OldKeyAction", "disable")],
+        Some(json!({})),
+    );
     assert_eq!(rotate(&r, T1).await, Ok(()));
     let k1 = current_key(&r).unwrap_or_default();
     assert_eq!(rotate(&r, T2).await, Ok(()));
@@ -749,14 +759,20 @@ async fn a_key_rolled_back_to_during_its_grace_survives_the_sweep() {
 #[tokio::test]
 async fn a_grace_period_is_refused_with_keep_previous_and_bounded() {
     for (tags, code) in [
-        (vec![("GracePeriod", "2h"), ("OldKeyAction", "keep-previous")], "grace-period-with-keep-previous"),
+        (
+            vec![("GracePeriod", "2h"), ("OldKeyAction", "keep-previous")],
+            "grace-period-with-keep-previous",
+        ),
         (vec![("GracePeriod", "8d")], "grace-period-invalid"),
         (vec![("GracePeriod", "soon")], "grace-period-invalid"),
     ] {
         let r = given(&tags, Some(json!({})));
         open(&r, T1);
         let err = step(&r, "createSecret", T1).await.err();
-        assert!(err.as_ref().is_some_and(|e| e.cause.contains(code)), "{tags:?}: {err:?}");
+        assert!(
+            err.as_ref().is_some_and(|e| e.cause.contains(code)),
+            "{tags:?}: {err:?}"
+        );
         assert!(r.keys.ids().is_empty());
     }
 }

@@ -273,6 +273,7 @@ pub async fn guard_cleanup_all_leaves_the_keys_of_a_secret_that_exists_again(
             created: None,
             tie: Some(secret.clone()),
             role: Role::Orphan,
+            retire_at: None,
         }],
         errors: vec![],
     };
@@ -622,6 +623,7 @@ pub async fn guard_cleanup_all_spares_a_key_a_namesake_recreated_during_the_run_
             created: None,
             tie: Some(dead.clone()),
             role: Role::Orphan,
+            retire_at: None,
         }],
         errors: vec![],
     };
