@@ -323,6 +323,9 @@ impl Entry {
                     RollbackStep::MoveCurrent { from, to } => {
                         json!({"from_version": from, "to_version": to})
                     }
+                    RollbackStep::ScheduleRetirement { key_id, grace } => {
+                        json!({"key_id": key_id, "grace_period": grace.to_string()})
+                    }
                     RollbackStep::RemovePending { version } => json!({"version": version}),
                 };
                 if let Value::Object(o) = &mut s {
@@ -362,6 +365,9 @@ impl Entry {
                     RollbackStep::MoveCurrent { from, to } => {
                         format!("move AWSCURRENT from version {from} back to {to}")
                     }
+                    RollbackStep::ScheduleRetirement { key_id, grace } => format!(
+                        "schedule key {key_id}'s retirement after its grace period ({grace}): it just left AWSCURRENT"
+                    ),
                     RollbackStep::RemovePending { version } => {
                         format!("remove AWSPENDING from version {version}")
                     }

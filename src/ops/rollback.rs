@@ -33,6 +33,12 @@ pub enum RollbackStep {
         from: String,
         to: String,
     },
+    /// With a grace period, the key rolled back from has just left AWSCURRENT: clients that
+    /// read it keep it for their cache's TTL, so it gets its grace as after a rotation.
+    ScheduleRetirement {
+        key_id: String,
+        grace: crate::grace::GracePeriod,
+    },
     RemovePending {
         version: String,
     },
@@ -45,6 +51,7 @@ impl RollbackStep {
             RollbackStep::EnableKey { .. } => "enable-key",
             RollbackStep::AttachKey { .. } => "attach-key",
             RollbackStep::MoveCurrent { .. } => "move-current",
+            RollbackStep::ScheduleRetirement { .. } => "schedule-retirement",
             RollbackStep::RemovePending { .. } => "remove-pending",
         }
     }
@@ -208,6 +215,20 @@ where
                 from: current.to_owned(),
                 to: previous.to_owned(),
             });
+            let grace = seen
+                .settings
+                .as_ref()
+                .filter(|s| s.old_key_action != crate::config::OldKeyAction::KeepPrevious)
+                .and_then(|s| s.grace);
+            let from_key = seen.survey.key_of(current).filter(|k| *k != key_id);
+            if let (Some(grace), Some(from_key)) = (grace, from_key) {
+                if seen.survey.owned.contains_key(from_key) {
+                    steps.push(RollbackStep::ScheduleRetirement {
+                        key_id: from_key.to_owned(),
+                        grace,
+                    });
+                }
+            }
         }
         for (version, stages) in &meta.versions {
             if stages.iter().any(|s| s == AWSPENDING) {
@@ -248,6 +269,11 @@ where
                     secrets
                         .move_stage(&meta.arn, AWSCURRENT, Some(to), Some(from))
                         .await
+                }
+                RollbackStep::ScheduleRetirement { key_id, grace } => {
+                    let due = crate::grace::now_secs() + grace.seconds() + 1;
+                    let (k, v) = crate::grace::schedule_tag(key_id, due);
+                    secrets.tag_secret(&meta.arn, &k, &v).await
                 }
                 RollbackStep::RemovePending { version } => {
                     secrets
