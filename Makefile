@@ -15,7 +15,7 @@ unexport AWS_PROFILE AWS_SESSION_TOKEN
 TOOLS := .local/tools-venv
 PYTHON ?= python3
 
-.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack moto build release release-check shipped-check demo lambda-tools sam up down seed watch invoke rotate status ops
+.PHONY: help test lint audit unit e2e bench bench-fleet tools localstack moto build release release-check shipped-check demo lambda-tools sam up down seed watch invoke rotate sweep status ops
 
 help:
 	@echo "make demo      rotate a partner's key through a key-enforcing gateway on the embedded local AWS"
@@ -33,6 +33,7 @@ help:
 	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
 	@echo "make invoke STEP=createSecret SECRET=name TOKEN=token   one step through cargo lambda invoke"
 	@echo "make rotate SECRET=name    RotateSecret, then the four steps, as Secrets Manager does"
+	@echo "make sweep                 the retirement sweep (keys whose grace period ended), as the schedule invokes it"
 	@echo "make status [SECRET=name]  the operator command api-key-rotator status (every secret without SECRET)"
 	@echo "make ops ARGS=\"check name\"  any operator command (docs/operator-commands.md), against that local AWS"
 
@@ -170,6 +171,11 @@ rotate: lambda-tools
 	@test -n "$(SECRET)" || { echo "usage: make rotate SECRET=name"; exit 1; }
 	.local/localstack-venv/bin/python scripts/rotate.py --endpoint $$(cat $(DEV)/endpoint) \
 	  --invoke-port $(WATCH_PORT) --cargo-lambda $(LAMBDA)/bin/cargo-lambda $(SECRET)
+
+# The retirement sweep, as the template's EventBridge rule invokes it every SweepIntervalMinutes.
+sweep: lambda-tools
+	$(LAMBDA)/bin/cargo-lambda lambda invoke api-key-rotator --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT) \
+	  --data-ascii '{"Action":"retire-expired-keys"}'
 
 # The operator commands against the local AWS of `make up` (the same binary, without
 # AWS_LAMBDA_RUNTIME_API).
