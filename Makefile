@@ -29,7 +29,7 @@ help:
 	@echo "make shipped-check         the bootstrap in make build's zip rotates under the Lambda Runtime API (e2e)"
 	@echo "make sam                   the deploy path, offline: sam validate --lint, sam build (x86_64), pinned SAM CLI"
 	@echo "make up / down             start / stop a local AWS for hand-driven runs (.local/dev), with an example partner"
-	@echo "make seed [POLICY=disable] another example partner (API, plan, first key, tagged secret) on it"
+	@echo "make seed [POLICY=disable] [GRACE=2m]  another example partner (API, plan, first key, tagged secret) on it"
 	@echo "make watch                 the function under cargo lambda watch, against that local AWS"
 	@echo "make invoke STEP=createSecret SECRET=name TOKEN=token   one step through cargo lambda invoke"
 	@echo "make rotate SECRET=name    RotateSecret, then the four steps, as Secrets Manager does"
@@ -151,7 +151,7 @@ up: localstack
 # An example partner (API, plan, first key, tagged secret) on the local AWS `make up` started.
 seed:
 	@test -f $(DEV)/endpoint || { echo "no local AWS: run 'make up' first"; exit 1; }
-	.local/localstack-venv/bin/python scripts/seed.py --endpoint $$(cat $(DEV)/endpoint) $(if $(POLICY),--policy $(POLICY))
+	.local/localstack-venv/bin/python scripts/seed.py --endpoint $$(cat $(DEV)/endpoint) $(if $(POLICY),--policy $(POLICY)) $(if $(GRACE),--grace $(GRACE))
 
 down:
 	scripts/localstack.sh stop $(DEV)

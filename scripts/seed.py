@@ -41,6 +41,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--policy", default="keep-previous", choices=["delete", "disable", "keep-previous"])
+    ap.add_argument("--grace", default="", help="a GracePeriod tag (30s, 2m, 2h, 7d; delete or disable only)")
     a = ap.parse_args()
     sm, _, ag = clients(a.endpoint)
     n = time.strftime("%H%M%S")
@@ -54,11 +55,12 @@ def main():
     value = {"api_key_id": key["id"], "api_key_value": key["value"], "key_name": name, "usage_plan_ids": [plan]}
     sm.create_secret(Name=secret, SecretString=json.dumps(value),
                      Tags=[{"Key": "KeyName", "Value": name}, {"Key": "UsagePlan", "Value": plan},
-                           {"Key": "OldKeyAction", "Value": a.policy}])
+                           {"Key": "OldKeyAction", "Value": a.policy}]
+                     + ([{"Key": "GracePeriod", "Value": a.grace}] if a.grace else []))
 
     print(f"""
 example partner on the local AWS at {a.endpoint}:
-  secret    {secret}   (KeyName {name}, UsagePlan {plan}, OldKeyAction {a.policy})
+  secret    {secret}   (KeyName {name}, UsagePlan {plan}, OldKeyAction {a.policy}{', GracePeriod ' + a.grace if a.grace else ''})
   first key {key['id']}, named exactly the KeyName, attached to the plan
   stage     {a.endpoint}/_aws/execute-api/{api}/prod/   (send the key as x-api-key)
 
