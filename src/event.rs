@@ -257,6 +257,24 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_event_is_recognised_and_anything_like_it_refused() {
+        assert_eq!(is_sweep(&json!({"Action": SWEEP_ACTION})), Ok(true));
+        assert_eq!(is_sweep(&json!({"Step": "createSecret"})), Ok(false));
+        for bad in [
+            json!({"Action": "retire-everything"}),
+            json!({"Action": 1}),
+            json!({"Action": SWEEP_ACTION, "Step": "finishSecret"}),
+            json!({"Action": SWEEP_ACTION, "SecretId": "s"}),
+        ] {
+            assert_eq!(
+                is_sweep(&bad).err().map(|e| e.kind),
+                Some(ErrorKind::InvalidEvent),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn accepts_a_non_uuid_token_of_valid_length() {
         let token = "a".repeat(32);
         let ev = RotationEvent::parse(
@@ -285,7 +303,12 @@ mod fixture_tests {
                 .to_owned();
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let payload: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let parsed = RotationEvent::parse(&payload);
+            if name == "sweep" {
+                assert_eq!(is_sweep(&payload), Ok(true), "{name}");
+                seen += 1;
+                continue;
+            }
+            let parsed = is_sweep(&payload).and_then(|_| RotationEvent::parse(&payload));
             if name.starts_with("bad-") {
                 assert_eq!(
                     parsed.err().map(|e| e.kind),
@@ -301,6 +324,6 @@ mod fixture_tests {
             }
             seen += 1;
         }
-        assert!(seen >= 7, "expected the sample events, found {seen}");
+        assert!(seen >= 9, "expected the sample events, found {seen}");
     }
 }
