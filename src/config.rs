@@ -69,6 +69,10 @@ pub struct FunctionConfig {
     pub default_grace: Option<GracePeriod>,
     pub allowed_test_url_hosts: BTreeSet<String>,
     pub probe: ProbeConfig,
+    /// SECRET_NAME_PREFIX: the names of the secrets the function's role may touch (the
+    /// template's SecretNamePrefix). The sweep lists only those: a schedule tag on any other
+    /// secret of the account is not the function's to act on.
+    pub secret_name_prefix: Option<String>,
 }
 
 /// The testSecret probe's budget: keys take seconds to reach the data plane.
@@ -97,6 +101,7 @@ impl Default for FunctionConfig {
             default_grace: None,
             allowed_test_url_hosts: BTreeSet::new(),
             probe: ProbeConfig::default(),
+            secret_name_prefix: None,
         }
     }
 }
@@ -165,12 +170,29 @@ impl FunctionConfig {
             attempt_timeout: env_millis(lookup, "TEST_URL_ATTEMPT_TIMEOUT_MS", d.attempt_timeout)?,
             interval: env_millis(lookup, "TEST_URL_INTERVAL_MS", d.interval)?,
         };
+        let secret_name_prefix = match lookup("SECRET_NAME_PREFIX") {
+            Some(raw) if !raw.trim().is_empty() => {
+                let raw = raw.trim();
+                let ok = raw.len() <= 512
+                    && raw
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c));
+                if !ok {
+                    return Err(Failure::config(
+                        "SECRET_NAME_PREFIX must be up to 512 letters, digits and /_+=.@- (a secret name's characters)",
+                    ));
+                }
+                Some(raw.to_owned())
+            }
+            _ => None,
+        };
         Ok(FunctionConfig {
             allowed_usage_plan_ids,
             default_old_key_action,
             default_grace,
             allowed_test_url_hosts,
             probe,
+            secret_name_prefix,
         })
     }
 

@@ -131,13 +131,15 @@ pub trait SecretCatalog: Send + Sync {
         name_prefix: Option<&str>,
     ) -> Result<Vec<String>, AwsError>;
     /// The ARNs of the secrets with a tag whose key starts with `tag_key_prefix` and a tag whose
-    /// value starts with one of `value_prefixes` (ListSecrets' tag-key and tag-value filters,
-    /// ten values a call, every page). The caller reads each secret's tags again: a listing
-    /// may lag, and the two filters may match different tags.
+    /// value starts with one of `value_prefixes`, whose names start with `name_prefix` when one
+    /// is given (ListSecrets' tag-key, tag-value and name filters, ten values a call, every
+    /// page). The caller reads each secret's tags again: a listing may lag, and the two tag
+    /// filters may match different tags.
     async fn list_secrets_tagged(
         &self,
         tag_key_prefix: &str,
         value_prefixes: &[String],
+        name_prefix: Option<&str>,
     ) -> Result<Vec<String>, AwsError>;
     /// Starts a rotation now with `token` as its version (RotateSecret, RotateImmediately):
     /// Secrets Manager invokes the rotation function.

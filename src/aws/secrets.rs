@@ -283,12 +283,13 @@ impl SecretCatalog for AwsSecretStore {
         &self,
         tag_key_prefix: &str,
         value_prefixes: &[String],
+        name_prefix: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let mut arns = Vec::new();
         // A filter takes at most ten values (matched as alternatives); the filters of a call
         // must all match.
         for chunk in value_prefixes.chunks(10) {
-            let filters = vec![
+            let mut filters = vec![
                 Filter::builder()
                     .key(FilterNameStringType::TagKey)
                     .values(tag_key_prefix)
@@ -298,6 +299,14 @@ impl SecretCatalog for AwsSecretStore {
                     .set_values(Some(chunk.to_vec()))
                     .build(),
             ];
+            if let Some(prefix) = name_prefix {
+                filters.push(
+                    Filter::builder()
+                        .key(FilterNameStringType::Name)
+                        .values(prefix)
+                        .build(),
+                );
+            }
             let mut next: Option<String> = None;
             loop {
                 let out = self

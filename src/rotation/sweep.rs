@@ -65,7 +65,11 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         let now = now_secs();
         let arns = self
             .secrets
-            .list_secrets_tagged(RETIRE_TAG_PREFIX, &due_prefixes(now))
+            .list_secrets_tagged(
+                RETIRE_TAG_PREFIX,
+                &due_prefixes(now),
+                config.secret_name_prefix.as_deref(),
+            )
             .await?;
         let mut outcome = SweepOutcome {
             due_secrets: arns.len(),

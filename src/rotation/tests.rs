@@ -122,6 +122,7 @@ impl crate::ports::SecretCatalog for FakeSecrets {
         &self,
         key_prefix: &str,
         value_prefixes: &[String],
+        _name_prefix: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let meta = lock(&self.meta);
         let key = meta.tags.iter().any(|(k, _)| k.starts_with(key_prefix));

@@ -794,6 +794,7 @@ impl SecretCatalog for FakeSecrets {
         &self,
         tag_key_prefix: &str,
         value_prefixes: &[String],
+        name_prefix: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let mut out = Vec::new();
         for chunk in value_prefixes.chunks(10) {
@@ -802,6 +803,7 @@ impl SecretCatalog for FakeSecrets {
             let found: Vec<String> = lock(&self.0.secrets)
                 .values()
                 .filter(|s| s.tags.iter().any(|(k, _)| k.starts_with(tag_key_prefix)))
+                .filter(|s| name_prefix.is_none_or(|p| s.name.starts_with(p)))
                 .filter(|s| {
                     s.tags
                         .iter()
