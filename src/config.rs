@@ -73,6 +73,9 @@ pub struct FunctionConfig {
     /// template's SecretNamePrefix). The sweep lists only those: a schedule tag on any other
     /// secret of the account is not the function's to act on.
     pub secret_name_prefix: Option<String>,
+    /// AWS_LAMBDA_FUNCTION_NAME: the function's own name, which Lambda sets. The sweep leaves
+    /// alone a secret another rotation function rotates (another stack's).
+    pub function_name: Option<String>,
 }
 
 /// The testSecret probe's budget: keys take seconds to reach the data plane.
@@ -102,6 +105,7 @@ impl Default for FunctionConfig {
             allowed_test_url_hosts: BTreeSet::new(),
             probe: ProbeConfig::default(),
             secret_name_prefix: None,
+            function_name: None,
         }
     }
 }
@@ -193,6 +197,9 @@ impl FunctionConfig {
             allowed_test_url_hosts,
             probe,
             secret_name_prefix,
+            function_name: lookup("AWS_LAMBDA_FUNCTION_NAME")
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty()),
         })
     }
 
@@ -207,6 +214,15 @@ impl FunctionConfig {
             .as_ref()
             .is_none_or(|allowed| allowed.contains(plan_id))
     }
+}
+
+/// The function a secret's rotation ARN names, when it is not `own` (a function name): such a
+/// secret is another function's. `None` when it is `own`, or either is unknown.
+pub fn rotated_by_other<'a>(lambda_arn: Option<&'a str>, own: Option<&str>) -> Option<&'a str> {
+    let (arn, own) = (lambda_arn?, own?);
+    // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+    let name = arn.split(':').nth(6).unwrap_or(arn);
+    (name != own).then_some(name)
 }
 
 /// A TestUrl that passed the checks that need no AWS call.
@@ -716,6 +732,25 @@ mod tests {
             Some(false)
         );
         assert_eq!(ok("http://localhost:9/x"), Some(false));
+    }
+
+    #[test]
+    fn a_secret_rotated_by_another_function_is_told_apart() {
+        let arn = "arn:aws:lambda:us-east-1:1:function:other-stack-rotator";
+        assert_eq!(
+            rotated_by_other(Some(arn), Some("api-key-rotator")),
+            Some("other-stack-rotator")
+        );
+        assert_eq!(
+            rotated_by_other(Some(arn), Some("other-stack-rotator")),
+            None
+        );
+        assert_eq!(
+            rotated_by_other(Some(&format!("{arn}:live")), Some("other-stack-rotator")),
+            None
+        );
+        assert_eq!(rotated_by_other(None, Some("api-key-rotator")), None);
+        assert_eq!(rotated_by_other(Some(arn), None), None);
     }
 
     #[test]

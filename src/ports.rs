@@ -133,13 +133,15 @@ pub trait SecretCatalog: Send + Sync {
     /// The ARNs of the secrets with a tag whose key starts with `tag_key_prefix` and a tag whose
     /// value starts with one of `value_prefixes`, whose names start with `name_prefix` when one
     /// is given (ListSecrets' tag-key, tag-value and name filters, ten values a call, every
-    /// page). The caller reads each secret's tags again: a listing may lag, and the two tag
-    /// filters may match different tags.
+    /// page), less those whose rotation function the listing names and is not `rotated_by` (a
+    /// function name). The caller reads each secret's tags again: a listing may lag, and the
+    /// two tag filters may match different tags.
     async fn list_secrets_tagged(
         &self,
         tag_key_prefix: &str,
         value_prefixes: &[String],
         name_prefix: Option<&str>,
+        rotated_by: Option<&str>,
     ) -> Result<Vec<String>, AwsError>;
     /// Starts a rotation now with `token` as its version (RotateSecret, RotateImmediately):
     /// Secrets Manager invokes the rotation function.

@@ -284,6 +284,7 @@ impl SecretCatalog for AwsSecretStore {
         tag_key_prefix: &str,
         value_prefixes: &[String],
         name_prefix: Option<&str>,
+        rotated_by: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let mut arns = Vec::new();
         // A filter takes at most ten values (matched as alternatives); the filters of a call
@@ -323,9 +324,24 @@ impl SecretCatalog for AwsSecretStore {
                     })
                     .await
                     .map_err(|e| aws_error("ListSecrets", &e))?;
+                // The name filter matches prefixes as wanted; another function's secrets
+                // (another stack's, which this role may not read) are left out.
                 arns.extend(
                     out.secret_list()
                         .iter()
+                        .filter(|s| {
+                            name_prefix.is_none_or(|p| s.name().is_some_and(|n| n.starts_with(p)))
+                        })
+                        .filter(|s| {
+                            let other = crate::config::rotated_by_other(
+                                s.rotation_lambda_arn(),
+                                rotated_by,
+                            );
+                            if let Some(other) = other {
+                                tracing::info!(secret = ?s.arn(), function = other, "a retirement is due on a secret another rotation function rotates; left to it");
+                            }
+                            other.is_none()
+                        })
                         .filter_map(|s| s.arn().map(str::to_owned)),
                 );
                 next = next_page(out.next_token(), &next);

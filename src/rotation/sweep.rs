@@ -69,6 +69,7 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
                 RETIRE_TAG_PREFIX,
                 &due_prefixes(now),
                 config.secret_name_prefix.as_deref(),
+                config.function_name.as_deref(),
             )
             .await?;
         let mut outcome = SweepOutcome {

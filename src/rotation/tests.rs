@@ -123,6 +123,7 @@ impl crate::ports::SecretCatalog for FakeSecrets {
         key_prefix: &str,
         value_prefixes: &[String],
         _name_prefix: Option<&str>,
+        _rotated_by: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let meta = lock(&self.meta);
         let key = meta.tags.iter().any(|(k, _)| k.starts_with(key_prefix));

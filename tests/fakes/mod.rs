@@ -795,6 +795,7 @@ impl SecretCatalog for FakeSecrets {
         tag_key_prefix: &str,
         value_prefixes: &[String],
         name_prefix: Option<&str>,
+        _rotated_by: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let mut out = Vec::new();
         for chunk in value_prefixes.chunks(10) {
