@@ -13,9 +13,12 @@ use std::time::Duration;
 use super::{Outcome, Rotator};
 use crate::config::{FunctionConfig, RotationSettings};
 use crate::error::{Error, Failure, StepResult};
-use crate::grace::{due_prefixes, now_secs, schedule_tag_key, Schedule, RETIRE_TAG_PREFIX};
+use crate::grace::{
+    due_prefixes, now_secs, schedule_tag_key, Schedule, LATE_AFTER, RETIRE_TAG_PREFIX,
+};
 use crate::ownership::{Survey, Values};
 use crate::ports::{ApiKey, KeyGateway, Prober, SecretCatalog, SecretStore};
+use tracing::Instrument;
 
 pub use crate::event::SWEEP_ACTION;
 
@@ -50,9 +53,12 @@ pub struct SweepOutcome {
     pub released: u64,
     /// Secrets whose due retirements failed, each with why: retried by the next run.
     pub failed: Vec<(String, Failure)>,
-    /// Secrets not reached before the deadline: the next run's.
+    /// Secrets not reached before the deadline, or whose labels moved while they were read:
+    /// the next run's.
     pub left: usize,
-    /// Due keys not retired by the end of this run (failed or not reached): the alarm's metric.
+    /// Keys more than `grace::LATE_AFTER` past their due time and still not retired at the end
+    /// of this run (failed, or not reached): the alarm's metric. Keys a big batch leaves to the
+    /// next run, a minute later, are not.
     pub past_grace: u64,
 }
 
@@ -82,25 +88,55 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         }
         // Every key in the account, once for the run (before any secret is described).
         let listing = self.keys.list_all_keys().await?;
+        // Secrets not reached, or whose labels moved while they were read: the next run's.
+        let mut unfinished: Vec<&str> = Vec::new();
         for arn in &arns {
             if crate::deadline::current().is_some_and(|i| i.time_left() < RESERVE) {
                 outcome.left += 1;
-                outcome.past_grace += 1;
+                unfinished.push(arn);
                 continue;
             }
             let span = tracing::info_span!("retirement", secret = %arn);
-            let _entered = span.enter();
-            match self.retire_due(arn, now, &listing, config).await {
-                Ok((retired, released)) => {
+            match self
+                .retire_due(arn, now, &listing, config)
+                .instrument(span)
+                .await
+            {
+                Ok(Done::Retired { retired, released }) => {
                     outcome.retired += retired;
                     outcome.released += released;
                 }
-                Err((due, failure)) => {
-                    tracing::error!(kind = %failure.kind, error = %failure.cause, "the retirement failed; the next run tries again");
-                    outcome.past_grace += due;
+                Ok(Done::Moved) => {
+                    outcome.left += 1;
+                    unfinished.push(arn);
+                }
+                Err((late, failure)) => {
+                    tracing::error!(secret = %arn, kind = %failure.kind, error = %failure.cause, "the retirement failed; the next run tries again");
+                    outcome.past_grace += late;
                     outcome.failed.push((arn.clone(), failure));
                 }
             }
+        }
+        // The alarm's figure counts keys late by more than `LATE_AFTER`, not those a big batch
+        // leaves to the next run a minute later: the secrets left are counted when a listing of
+        // what was due by then names them (a few calls, only when some were left).
+        if !unfinished.is_empty() {
+            let late = self
+                .secrets
+                .list_secrets_tagged(
+                    RETIRE_TAG_PREFIX,
+                    &due_prefixes(now - LATE_AFTER),
+                    config.secret_name_prefix.as_deref(),
+                    config.function_name.as_deref(),
+                )
+                .await;
+            outcome.past_grace += match late {
+                Ok(late) => unfinished
+                    .iter()
+                    .filter(|arn| late.iter().any(|l| l == *arn))
+                    .count() as u64,
+                Err(_) => unfinished.len() as u64,
+            };
         }
         if outcome.left > 0 {
             tracing::warn!(
@@ -156,26 +192,30 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         }
     }
 
-    /// The due retirements of one secret: (keys retired, entries released), or the number of
-    /// due keys and why they could not be retired.
+    /// The due retirements of one secret, or the number of its keys late by more than
+    /// `LATE_AFTER` and why they could not be retired.
     async fn retire_due(
         &self,
         arn: &str,
         now: i64,
         listing: &[ApiKey],
         config: &FunctionConfig,
-    ) -> Result<(u64, u64), (u64, Failure)> {
+    ) -> Result<Done, (u64, Failure)> {
+        let nothing = Done::Retired {
+            retired: 0,
+            released: 0,
+        };
         let meta = match self.secrets.describe(arn).await {
             Ok(Some(meta)) => meta,
             // Deleted since it was listed: its keys are `cleanup --all`'s.
-            Ok(None) => return Ok((0, 0)),
+            Ok(None) => return Ok(nothing),
             Err(e) => return Err((1, e.into())),
         };
         let due = Schedule::from_tags(&meta.tags).due_by(now);
-        let count = due.len() as u64;
-        let fail = |f: Failure| (count, f);
+        let late = due.iter().filter(|(_, d)| *d < now - LATE_AFTER).count() as u64;
+        let fail = |f: Failure| (late, f);
         if due.is_empty() {
-            return Ok((0, 0)); // the listing lagged behind a change
+            return Ok(nothing); // the listing lagged behind a change
         }
         // The secret's settings are validated before anything is changed.
         let settings = RotationSettings::from_tags(&meta.tags, config).map_err(fail)?;
@@ -189,22 +229,28 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         .await
         .map_err(fail)?;
         // The labels and the schedule are read again just before acting: a roll-back or a
-        // rotation that moved them since is not raced.
-        let again = self
+        // rotation that moved the labels since is not raced (the secret is the next run's), and
+        // a key whose entry changed or went (a roll-back took it out, a sweep running at the
+        // same time retired it) is left alone.
+        let Some(again) = self
             .secrets
             .describe(arn)
             .await
-            .map_err(|e| fail(e.into()))?;
-        let unchanged = again.as_ref().is_some_and(|m| {
-            m.versions == meta.versions && Schedule::from_tags(&m.tags) == survey.schedule
-        });
-        if !unchanged {
-            return Err(fail(Failure::state(
-                "the secret's labels or schedule moved while it was read; nothing was changed, and the next run tries again",
-            )));
+            .map_err(|e| fail(e.into()))?
+        else {
+            return Ok(nothing);
+        };
+        if again.versions != meta.versions {
+            tracing::info!("the secret's labels moved while it was read (a rotation or a roll-back); nothing was changed, and the next run tries again");
+            return Ok(Done::Moved);
         }
+        let still = Schedule::from_tags(&again.tags);
         let (mut retired, mut released) = (0, 0);
-        for (id, _) in &due {
+        for (id, due_at) in &due {
+            if still.due.get(id) != Some(due_at) {
+                tracing::info!(key_id = %id, "the key's schedule entry changed while the secret was read; it is left alone");
+                continue;
+            }
             let result = self
                 .retire_now(&survey, id, settings.old_key_action, Some(config))
                 .await
@@ -224,6 +270,16 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
                 .await
                 .map_err(|e| fail(e.into()))?;
         }
-        Ok((retired, released))
+        Ok(Done::Retired { retired, released })
     }
+}
+
+/// What became of one due secret.
+enum Done {
+    Retired {
+        retired: u64,
+        released: u64,
+    },
+    /// Its labels moved while it was read: the next run's.
+    Moved,
 }
