@@ -16,7 +16,7 @@ use super::{Operator, Unreadable};
 use crate::config::OldKeyAction;
 use crate::finding::Code;
 use crate::grace::schedule_tag_key;
-use crate::ownership::{Survey, Values};
+use crate::ownership::{named_for, Retirement, Survey, Values};
 use crate::ports::{
     FunctionReader, KeyGateway, Prober, SecretCatalog, SecretMetadata, SecretStore, AWSCURRENT,
     AWSPENDING,
@@ -154,13 +154,14 @@ where
                 ..RevokeOutcome::default()
             };
             // Every key the secret owns now is retired once the new one is current (the
-            // current key included, unless the rotation already completed).
+            // current key included, unless the rotation already completed), but the new one:
+            // a resumed rotation's createSecret may have made it already.
             let keep = match &out.rotation {
                 Some(RevokeRotation::Finished(_)) => seen.survey.key_with(AWSCURRENT),
                 _ => None,
             };
             for (id, owned) in &seen.survey.owned {
-                if Some(id.as_str()) != keep {
+                if Some(id.as_str()) != keep && !named_for(&owned.key, &token) {
                     out.keys.push(RevokedKey {
                         id: id.clone(),
                         name: owned.key.name.clone(),
@@ -292,12 +293,18 @@ where
     }
 }
 
-/// Whether a completed revoke left keys working: an owned key other than the current one that
-/// is enabled or still scheduled.
+/// Whether a completed revoke left keys working that it retires: an owned key other than the
+/// current one that is enabled or still scheduled, and that no version needs. A key a version
+/// needs (a custom label holds it) is kept by every revoke: counting it would take every later
+/// revoke for the unfinished one, and none would rotate again.
 fn unfinished(survey: &Survey) -> bool {
     let current = survey.key_with(AWSCURRENT);
     survey.owned.iter().any(|(id, o)| {
         Some(id.as_str()) != current
+            && matches!(
+                survey.retirement(id),
+                Retirement::Previous | Retirement::Unheld
+            )
             && (o.key.enabled
                 || survey.schedule.due.contains_key(id)
                 || survey.schedule.unreadable.contains(id))
