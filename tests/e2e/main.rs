@@ -16,6 +16,7 @@ mod moto;
 mod operator;
 mod ownership;
 mod permissions;
+mod revoke;
 mod support;
 mod trace_logs;
 mod zero_downtime;
@@ -166,12 +167,13 @@ async fn run_cases(local: &LocalAws, filters: &[String], started: Instant) -> i3
     i32::from(!failed.is_empty())
 }
 
-/// Every case, in the order they run: the deadline cases run before the last case, which reads
-/// what every case did.
+/// Every case, in the order they run: the deadline and revoke cases run before the last case,
+/// which reads what every case did.
 fn all_cases() -> Vec<(&'static str, TestFn)> {
     let mut all = cases::all();
     let last = all.pop();
     all.extend(deadline::all());
+    all.extend(revoke::all());
     all.extend(last);
     all
 }
