@@ -443,7 +443,10 @@ impl Entry {
                 text.push(format!("  new key: {k}"));
             }
             if out.keys.is_empty() {
-                text.push("  keys to retire: none".to_owned());
+                // Before the rotation completed nothing was looked at: `failed` says so.
+                if !apply || out.completed {
+                    text.push("  keys to retire: none".to_owned());
+                }
             } else {
                 text.push("  keys:".to_owned());
                 for k in &out.keys {

@@ -138,7 +138,8 @@ where
             }
             Some(open) => {
                 return refuse(format!(
-                    "another rotation is open on version {open}: revoke does not race it. Wait for it to finish (or cancel it: aws secretsmanager cancel-rotate-secret) and revoke then"
+                    "another rotation is open on version {open}: revoke does not race it. Wait for it to finish, or cancel it (aws secretsmanager update-secret-version-stage --secret-id {} --version-stage AWSPENDING --remove-from-version-id {open}), and revoke then",
+                    meta.name
                 ))
             }
             None => match current.as_deref() {

@@ -720,7 +720,8 @@ async fn revoke_refuses_while_another_rotation_is_open(w: Arc<World>) -> R<()> {
         ensure!(
             refused.code == 1
                 && entry(&refused)["refused"].as_str().is_some_and(|m| {
-                    m.contains("another rotation is open") && m.contains(open.as_str())
+                    m.contains("another rotation is open")
+                        && m.contains(&format!("--remove-from-version-id {open}"))
                 })
                 && proxy.calls("RotateSecret") == 0,
             "{args:?} with a rotation open: {}",
