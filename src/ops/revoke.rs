@@ -34,6 +34,9 @@ const RESOLVES: [Code; 5] = [
     Code::RotationInProgress,
     Code::RotationUnfinished,
 ];
+/// How long the rotation's version may stay unseen after RotateSecret before the revoke takes
+/// it for gone.
+const LAG: Duration = Duration::from_secs(10);
 /// How often the rotation's progress is read while waiting.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -268,7 +271,8 @@ where
         token: &str,
         wait: Duration,
     ) -> Result<Option<SecretMetadata>, Unreadable> {
-        let until = Instant::now() + wait;
+        let started = Instant::now();
+        let until = started + wait;
         loop {
             let meta = self
                 .rotator
@@ -277,6 +281,11 @@ where
                 .await?
                 .ok_or_else(|| Unreadable("the secret no longer exists".to_owned()))?;
             let Some(stages) = meta.stages_of(token) else {
+                // Secrets Manager's reads may lag a moment behind RotateSecret.
+                if started.elapsed() < LAG {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
                 return Err(Unreadable(format!(
                     "the revoke's rotation (version {token}) is gone from the secret (cancelled?): nothing was retired; run revoke again"
                 )));

@@ -106,6 +106,17 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         } else {
             tracing::info!("the token is already AWSCURRENT; completing retirement");
         }
+        // Now that AWSCURRENT has moved, the grace is counted from now (rounded up to the next
+        // second), before AWSPENDING leaves: whoever waits for the rotation to complete (revoke)
+        // sees this write done. A re-run after the move keeps the time already scheduled.
+        if let (Some(grace), Some(id)) = (grace, &previous_key) {
+            let scheduled =
+                survey.schedule.due.contains_key(id) || survey.schedule.unreadable.contains(id);
+            if ctx.state == TokenState::Pending || !scheduled {
+                let due = crate::grace::now_secs() + grace.seconds() + 1;
+                self.schedule_retirement(secret_id, id, due).await?;
+            }
+        }
         // AWSPENDING leaves the new AWSCURRENT version, so that no label of this rotation is
         // left behind: a later roll-back that moves AWSCURRENT back would otherwise leave
         // AWSPENDING on a version that was current once, and the next rotation would promote
@@ -136,25 +147,12 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
             }
         }
 
-        let Some(id) = previous_key else {
-            return Ok(());
-        };
-        match grace {
-            // Now that AWSCURRENT has moved, the grace is counted from now (rounded up to the
-            // next second). A re-run after the move keeps the time already scheduled.
-            Some(grace) => {
-                let scheduled = survey.schedule.due.contains_key(&id)
-                    || survey.schedule.unreadable.contains(&id);
-                if ctx.state == TokenState::Pending || !scheduled {
-                    let due = crate::grace::now_secs() + grace.seconds() + 1;
-                    self.schedule_retirement(secret_id, &id, due).await?;
-                }
-                Ok(())
-            }
-            None => {
+        match (previous_key, grace) {
+            (Some(id), None) => {
                 self.retire_previous(settings.old_key_action, &id, &survey, Some(ctx.config))
                     .await
             }
+            _ => Ok(()),
         }
     }
 
