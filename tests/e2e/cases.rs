@@ -20,6 +20,10 @@ use crate::adversary::{
     adversary_rollback_refuses_an_open_rotation_unless_forced,
 };
 use crate::ensure;
+use crate::grace::{
+    grace_config_refused, grace_rollback_survives, grace_rotations_within_one_grace,
+    grace_sweep_event_validation, grace_sweep_is_cheap_when_idle, grace_zero_downtime,
+};
 use crate::guards::{
     guard_a_late_finish_spares_the_key_an_open_rotation_is_making,
     guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_change,
@@ -134,6 +138,13 @@ pub fn all() -> Vec<(&'static str, TestFn)> {
         guard_rollback_refuses_a_key_tied_to_another_secret,
         guard_a_secret_arn_too_long_for_the_tie_tag_is_refused_before_any_change,
         guard_a_late_finish_spares_the_key_an_open_rotation_is_making,
+        // The grace period end to end (issue 19), each case in an account of its own.
+        grace_zero_downtime,
+        grace_rotations_within_one_grace,
+        grace_rollback_survives,
+        grace_sweep_is_cheap_when_idle,
+        grace_sweep_event_validation,
+        grace_config_refused,
         function_logs_hold_no_key_value_and_no_rotation_token,
         // Last: it reads what the local AWS did during every case above.
         the_local_aws_made_no_connection_outside_loopback,
@@ -597,34 +608,53 @@ async fn rotation_token_is_accepted(w: Arc<World>) -> R<()> {
 }
 
 /// Opens a rotation, runs createSecret, and checks it fails with `kind` and changed nothing.
-async fn refused(
+/// Returns the error's message.
+pub(crate) async fn refused(
     w: &World,
     r: &AwsRotator,
     secret: &str,
     plans: &[&str],
     kind: ErrorKind,
     what: &str,
-) -> R<()> {
+) -> R<String> {
     let token = w.open_rotation(secret).await?;
     let before = w.snapshot(secret, plans).await?;
     let result = r
         .handle(&World::event("createSecret", secret, &token))
         .await;
     let after = w.snapshot(secret, plans).await?;
-    match result {
+    let message = match result {
         Err(e) => {
             ensure!(e.kind == kind, "{what}: got {:?}: {e}", e.kind);
             ensure!(
                 e.to_string().contains(secret) && e.to_string().contains("createSecret"),
                 "{what}: message lacks secret or step: {e}"
             );
+            e.to_string()
         }
         Ok(()) => return Err(format!("{what}: createSecret succeeded").into()),
-    }
+    };
     ensure!(
         before == after,
         "{what}: state changed:\n{before:?}\n{after:?}"
     );
+    Ok(message)
+}
+
+/// Every call the proxy counted is on the function's own list of the calls `what` makes
+/// (`STEP_CALLS`, `SWEEP_CALLS`): a new call cannot escape the fault matrix unnoticed.
+pub(crate) fn ensure_listed(
+    what: &str,
+    got: &std::collections::BTreeMap<String, u32>,
+    listed: &[&str],
+    list: &str,
+) -> R<()> {
+    for op in got.keys() {
+        ensure!(
+            listed.contains(&op.as_str()),
+            "{what} made {op}, which {list} does not list"
+        );
+    }
     Ok(())
 }
 
@@ -1062,12 +1092,7 @@ async fn aws_calls_per_step_on_the_happy_path(w: Arc<World>) -> R<()> {
         let listed = api_key_rotator::rotation::step_calls(
             api_key_rotator::event::Step::parse(step).ok_or("step")?,
         );
-        for op in got.keys() {
-            ensure!(
-                listed.contains(&op.as_str()),
-                "{step} made {op}, which STEP_CALLS does not list"
-            );
-        }
+        ensure_listed(step, &got, listed, "STEP_CALLS")?;
     }
     assert_rotated(&w, &s, &token, &[&s.plan]).await?;
     Ok(())

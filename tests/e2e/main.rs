@@ -9,6 +9,7 @@ mod cases;
 mod deadline;
 #[path = "../fakes/mod.rs"]
 mod fakes;
+mod grace;
 mod guards;
 mod matrix;
 mod metrics;

@@ -17,7 +17,7 @@ use crate::cases::{rotator, setup, tied_ids};
 use crate::ensure;
 use crate::ownership::{given, invariant, rotate_checked, Start, POLICIES};
 use crate::support::proxy::{Fault, Proxy};
-use crate::support::world::{str_field, World};
+use crate::support::world::{str_field, World, DEFAULT_ACCESS_KEY};
 use crate::support::R;
 
 const AWSCURRENT: &str = "AWSCURRENT";
@@ -53,19 +53,25 @@ fn keep(text: &str) {
     }
 }
 
-/// Runs `api-key-rotator ARGS` against the local AWS, as an operator's shell would.
+/// Runs `api-key-rotator ARGS` against the local AWS in the world's account, as an operator's
+/// shell would.
 pub(crate) async fn cli(w: &World, args: &[&str]) -> R<Run> {
-    cli_with(&w.endpoint, &[], args).await
+    cli_as(&w.endpoint, &w.access_key, &[], args).await
 }
 
 /// The same, with these environment variables (e.g. `RUST_LOG`) set.
 pub(crate) async fn cli_with_env(w: &World, args: &[&str], env: &[(&str, &str)]) -> R<Run> {
-    cli_with(&w.endpoint, env, args).await
+    cli_as(&w.endpoint, &w.access_key, env, args).await
 }
 
 /// Runs `api-key-rotator ARGS` against `endpoint` (the local AWS, or a fault proxy in front of
-/// it), with extra environment variables (e.g. the SDK's retry settings).
+/// it) in the default account, with extra environment variables (e.g. the SDK's retry settings).
 pub(crate) async fn cli_with(endpoint: &str, env: &[(&str, &str)], args: &[&str]) -> R<Run> {
+    cli_as(endpoint, DEFAULT_ACCESS_KEY, env, args).await
+}
+
+/// The same, signed with `access_key` (which names the account).
+async fn cli_as(endpoint: &str, access_key: &str, env: &[(&str, &str)], args: &[&str]) -> R<Run> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-key-rotator"))
         .args(args)
         .envs(env.iter().copied())
@@ -76,7 +82,7 @@ pub(crate) async fn cli_with(endpoint: &str, env: &[(&str, &str)], args: &[&str]
         .env_remove("AWS_PROFILE")
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_REGION", crate::support::world::REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_ACCESS_KEY_ID", access_key)
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .kill_on_drop(true)

@@ -19,12 +19,12 @@ use serde_json::Value;
 use crate::cases::{assert_rotated, rotator, Setup};
 use crate::ensure;
 use crate::support::propagation::{configured_delay, Propagation};
-use crate::support::world::{sdk_config, World};
+use crate::support::world::{sdk_config_as, World};
 use crate::support::R;
 
 /// How the client behaves on a 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnRefusal {
+pub(crate) enum OnRefusal {
     /// Keeps using the cached value until the TTL expires.
     Wait,
     /// Refreshes the cache once (`refresh_now`) and retries the request once.
@@ -33,9 +33,9 @@ enum OnRefusal {
 
 /// What the client saw.
 #[derive(Debug, Default)]
-struct Seen {
-    requests: usize,
-    refused: usize,
+pub(crate) struct Seen {
+    pub requests: usize,
+    pub refused: usize,
     /// From the first to the last refused request of each run of refusals.
     windows: Vec<Duration>,
     /// GetSecretValue/DescribeSecret calls the cache could not answer.
@@ -50,7 +50,7 @@ struct Seen {
 impl Seen {
     /// What every row demands before its own claim means anything: the client called the
     /// gateway throughout, every cache read succeeded, and it picked up every key.
-    fn check_client(&self, policy: &str, rotations: usize) -> R<()> {
+    pub(crate) fn check_client(&self, policy: &str, rotations: usize) -> R<()> {
         ensure!(
             self.requests >= 100,
             "{policy}: too few requests ({})",
@@ -70,11 +70,12 @@ impl Seen {
     }
 }
 
-/// A user's application: the caching client with `ttl`, calling the gateway every 20 ms with
-/// the cached key until `stop`. It runs on its own thread and runtime, as another process
-/// would.
+/// A user's application: the caching client with `ttl`, signing as `access_key` (the world's
+/// account), calling the gateway every 20 ms with the cached key until `stop`. It runs on its
+/// own thread and runtime, as another process would.
 fn start_client(
     endpoint: String,
+    access_key: String,
     secret: String,
     url: String,
     ttl: Duration,
@@ -87,7 +88,7 @@ fn start_client(
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async move {
-            let sdk = sdk_config(&endpoint, &SdkSettings::default()).await;
+            let sdk = sdk_config_as(&endpoint, &SdkSettings::default(), &access_key).await;
             let size = NonZeroUsize::new(10).ok_or_else(|| "cache size".to_owned())?;
             let cache = SecretsManagerCachingClient::from_builder(
                 aws_sdk_secretsmanager::config::Builder::from(&sdk),
@@ -169,18 +170,22 @@ fn start_client(
     })
 }
 
-/// A probed secret whose TestUrl goes through the propagation delay.
-async fn setup_delayed(w: &World, data: &Propagation, policy: &str) -> R<Setup> {
+/// A probed secret whose TestUrl goes through the propagation delay, with the scenario's
+/// policy and grace period.
+pub(crate) async fn setup_delayed(w: &World, data: &Propagation, sc: &Scenario) -> R<Setup> {
     let api = w.create_api().await?;
     let plan = w.create_plan(Some(&api)).await?;
     let key_name = w.unique("partner");
     let url = data.stage_url(&api);
-    let tags = [
+    let mut tags = vec![
         ("KeyName", key_name.as_str()),
         ("UsagePlan", plan.as_str()),
         ("TestUrl", url.as_str()),
-        ("OldKeyAction", policy),
+        ("OldKeyAction", sc.policy),
     ];
+    if let Some(grace) = sc.grace {
+        tags.push(("GracePeriod", grace));
+    }
     let secret = w.create_secret(Some("{}"), &tags).await?;
     Ok(Setup {
         api,
@@ -190,18 +195,30 @@ async fn setup_delayed(w: &World, data: &Propagation, policy: &str) -> R<Setup> 
     })
 }
 
-struct Scenario {
-    policy: &'static str,
-    ttl: Duration,
+pub(crate) struct Scenario {
+    pub policy: &'static str,
+    /// The secret's GracePeriod tag, if any.
+    pub grace: Option<&'static str>,
+    pub ttl: Duration,
     /// Pause after each rotation; with the rotation's own time, the rotation interval.
-    pause: Duration,
-    rotations: usize,
-    on_refusal: OnRefusal,
+    pub pause: Duration,
+    pub rotations: usize,
+    pub on_refusal: OnRefusal,
 }
 
 /// Rotates `rotations` times while the client runs, then lets it run one TTL more.
 async fn play(w: &Arc<World>, data: &Propagation, sc: &Scenario) -> R<(Seen, Duration)> {
-    let s = setup_delayed(w, data, sc.policy).await?;
+    let s = setup_delayed(w, data, sc).await?;
+    play_on(w, data, sc, &s).await
+}
+
+/// `play` on a secret set up already (`setup_delayed`).
+pub(crate) async fn play_on(
+    w: &Arc<World>,
+    data: &Propagation,
+    sc: &Scenario,
+    s: &Setup,
+) -> R<(Seen, Duration)> {
     let r = rotator(w).await?;
     // The first key, so that the client has something to cache.
     let (t, errors) = w.rotate(&r, &s.secret, 1).await?;
@@ -210,10 +227,11 @@ async fn play(w: &Arc<World>, data: &Propagation, sc: &Scenario) -> R<(Seen, Dur
         "{}: first rotation: {errors:?}",
         sc.policy
     );
-    assert_rotated(w, &s, &t, &[&s.plan]).await?;
+    assert_rotated(w, s, &t, &[&s.plan]).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let client = start_client(
         w.endpoint.clone(),
+        w.access_key.clone(),
         s.secret.clone(),
         data.stage_url(&s.api),
         sc.ttl,
@@ -226,7 +244,7 @@ async fn play(w: &Arc<World>, data: &Propagation, sc: &Scenario) -> R<(Seen, Dur
     for _ in 0..sc.rotations {
         let (t, errors) = w.rotate(&r, &s.secret, 1).await?;
         ensure!(errors.is_empty(), "{}: {errors:?}", sc.policy);
-        assert_rotated(w, &s, &t, &[&s.plan]).await?;
+        assert_rotated(w, s, &t, &[&s.plan]).await?;
         tokio::time::sleep(sc.pause).await;
     }
     let interval = started.elapsed() / sc.rotations as u32;
@@ -239,7 +257,7 @@ async fn play(w: &Arc<World>, data: &Propagation, sc: &Scenario) -> R<(Seen, Dur
     Ok((seen, interval))
 }
 
-fn report(label: &str, sc: &Scenario, seen: &Seen, interval: Duration) {
+pub(crate) fn report(label: &str, sc: &Scenario, seen: &Seen, interval: Duration) {
     let longest = seen.windows.iter().max().copied().unwrap_or_default();
     eprintln!(
         "  {label}: {} of {} requests refused over {} rotations (TTL {} ms, rotation every {} ms, {:?}); {} keys used, {} refreshes forced; longest refusal window {} ms; windows {:?} ms",
@@ -266,6 +284,7 @@ pub async fn cached_clients_with_the_aws_caching_client(w: Arc<World>) -> R<()> 
     let pause = Duration::from_millis(600);
     let scenario = |policy, on_refusal| Scenario {
         policy,
+        grace: None,
         ttl,
         pause,
         rotations: 3,
@@ -335,6 +354,7 @@ pub async fn cached_clients_with_the_aws_caching_client(w: Arc<World>) -> R<()> 
     // while the cache still holds it.
     let twice = Scenario {
         policy: "keep-previous",
+        grace: None,
         ttl: Duration::from_secs(12),
         pause: Duration::ZERO,
         rotations: 2,

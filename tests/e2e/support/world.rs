@@ -29,11 +29,19 @@ pub fn remember(secret: &str) {
 }
 pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
+/// The access key of the local AWS's default account (000000000000).
+pub const DEFAULT_ACCESS_KEY: &str = "test";
+
 pub async fn sdk_config(endpoint: &str, settings: &SdkSettings) -> SdkConfig {
+    sdk_config_as(endpoint, settings, DEFAULT_ACCESS_KEY).await
+}
+
+/// The same, as `access_key`: the local AWS takes a 12-digit access key id as the account id.
+pub async fn sdk_config_as(endpoint: &str, settings: &SdkSettings, access_key: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("test", "test", None, None, "e2e"))
+        .credentials_provider(Credentials::new(access_key, "test", None, None, "e2e"))
         .retry_config(settings.retry_config())
         .timeout_config(settings.timeout_config())
         .load()
@@ -58,8 +66,13 @@ pub struct World {
     pub sm: aws_sdk_secretsmanager::Client,
     pub ag: aws_sdk_apigateway::Client,
     pub lambda_arn: String,
+    /// The access key every client of this world signs with: it names the account.
+    pub access_key: String,
     counter: AtomicU32,
 }
+
+/// Accounts made by `World::in_own_account`, so far.
+static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
 
 /// A snapshot of everything a rotation could change, to prove that a refused one changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +85,27 @@ pub struct Snapshot {
 
 impl World {
     pub async fn new(endpoint: &str) -> R<World> {
-        let sdk = sdk_config(endpoint, &SdkSettings::default()).await;
+        Self::new_as(endpoint, DEFAULT_ACCESS_KEY).await
+    }
+
+    /// A world on the same local AWS in an account of its own, which no other case touches:
+    /// for what acts on a whole account (the retirement sweep) or counts its calls.
+    pub async fn in_own_account(&self) -> R<World> {
+        let n = ACCOUNTS.fetch_add(1, Ordering::SeqCst);
+        let account = format!("1{:05}{:06}", std::process::id() % 100_000, n);
+        let world = Self::new_as(&self.endpoint, &account).await?;
+        if !world.lambda_arn.contains(&format!(":{account}:")) {
+            return Err(format!(
+                "the local AWS did not put the world in account {account}: {}",
+                world.lambda_arn
+            )
+            .into());
+        }
+        Ok(world)
+    }
+
+    async fn new_as(endpoint: &str, access_key: &str) -> R<World> {
+        let sdk = sdk_config_as(endpoint, &SdkSettings::default(), access_key).await;
         let lambda = aws_sdk_lambda::Client::new(&sdk);
         let zip = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -116,6 +149,7 @@ impl World {
             sm: aws_sdk_secretsmanager::Client::new(&sdk),
             ag: aws_sdk_apigateway::Client::new(&sdk),
             lambda_arn,
+            access_key: access_key.to_owned(),
             counter: AtomicU32::new(0),
         })
     }
@@ -163,7 +197,7 @@ impl World {
         config: FunctionConfig,
         sdk: &SdkSettings,
     ) -> R<AwsRotator> {
-        let sdk_cfg = sdk_config(endpoint, sdk).await;
+        let sdk_cfg = sdk_config_as(endpoint, sdk, &self.access_key).await;
         Ok(Rotator::new(
             AwsSecretStore::new(&sdk_cfg),
             AwsKeyGateway::new(&sdk_cfg),
