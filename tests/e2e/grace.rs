@@ -144,14 +144,16 @@ struct Watched {
 /// The history the observer kept.
 #[derive(Debug, Default)]
 struct Observed {
-    /// In the order their schedule tags appeared.
     keys: Vec<Watched>,
     sweeps: Vec<SweepRun>,
 }
 
 impl Observed {
+    /// The keys of `secret`'s schedule, earliest due first.
     fn of(&self, secret: &str) -> Vec<&Watched> {
-        self.keys.iter().filter(|k| k.secret == secret).collect()
+        let mut keys: Vec<&Watched> = self.keys.iter().filter(|k| k.secret == secret).collect();
+        keys.sort_by_key(|k| k.due);
+        keys
     }
 
     /// The sweeps that started at or after `due`.
@@ -459,7 +461,11 @@ pub async fn grace_rotations_within_one_grace(w: Arc<World>) -> R<()> {
     }
     // When the last rotation ended, in whole seconds rounded up.
     let mut rotated = 0;
-    for _ in 0..3 {
+    for round in 0..3 {
+        // Due times are whole seconds: a second between rounds gives each key its own.
+        if round > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         for (s, keys) in setups.iter().zip(&mut made) {
             let (_, errors) = w.rotate(&r, &s.secret, 1).await?;
             ensure!(errors.is_empty(), "{errors:?}");
