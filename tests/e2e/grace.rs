@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::cases::{ensure_listed, refused, rotator, setup};
 use crate::ensure;
-use crate::operator::{cli, step_actions};
+use crate::operator::{cli, step_actions, with_stage};
 use crate::support::propagation::{configured_delay, Propagation};
 use crate::support::proxy::Proxy;
 use crate::support::runtime::Function;
@@ -99,8 +99,10 @@ struct SweepRun {
 }
 
 impl SweepRun {
-    fn ok(&self) -> bool {
-        self.answer.is_ok()
+    /// It answered OK and left no secret to the next run (each case has its account to
+    /// itself: every due secret was its own).
+    fn complete(&self) -> bool {
+        self.answer.is_ok() && self.count("left") == 0
     }
     fn count(&self, field: &str) -> u64 {
         self.answer
@@ -156,23 +158,61 @@ impl Observed {
         keys
     }
 
+    /// Watches `id` of `t`'s secret from now on, due at `due` (the last due time read wins:
+    /// finishSecret writes it twice).
+    async fn watch(&mut self, w: &World, t: &Target, id: &str, due: i64) -> R<()> {
+        if let Some(k) = self.keys.iter_mut().find(|k| k.id == id) {
+            k.due = due;
+            return Ok(());
+        }
+        let value = match &t.api {
+            Some(_) => w.key(id).await?.and_then(|k| k.value().map(str::to_owned)),
+            None => None,
+        };
+        self.keys.push(Watched {
+            secret: t.secret.clone(),
+            id: id.to_owned(),
+            due,
+            value,
+            api: t.api.clone(),
+            looks: Vec::new(),
+        });
+        Ok(())
+    }
+
     /// The sweeps that started at or after `due`.
     fn after(&self, due: i64) -> impl Iterator<Item = &SweepRun> {
         self.sweeps.iter().filter(move |s| s.started >= due as f64)
     }
 
-    /// Every key has `settle` sweeps that answered OK, started at or after its due time.
+    /// Every key has `settle` complete sweeps that started at or after its due time.
     fn settled(&self, settle: usize) -> bool {
         self.keys
             .iter()
-            .all(|k| self.after(k.due).filter(|s| s.ok()).count() >= settle)
+            .all(|k| self.after(k.due).filter(|s| s.complete()).count() >= settle)
     }
 
-    fn failed_sweeps(&self) -> Vec<&Value> {
-        self.sweeps
-            .iter()
-            .filter_map(|s| s.answer.as_ref().err())
-            .collect()
+    /// The sweeps that failed or left a secret to the next run.
+    fn incomplete_sweeps(&self) -> usize {
+        self.sweeps.iter().filter(|s| !s.complete()).count()
+    }
+}
+
+/// A secret the observer watches: the API of its stage, for looks on the data plane, and keys
+/// to watch whatever its schedule says (one a roll-back took off it), with their due times.
+struct Target {
+    secret: String,
+    api: Option<String>,
+    keys: Vec<(String, i64)>,
+}
+
+impl Target {
+    fn new(secret: &str, api: Option<&str>) -> Self {
+        Target {
+            secret: secret.to_owned(),
+            api: api.map(str::to_owned),
+            keys: Vec::new(),
+        }
     }
 }
 
@@ -183,38 +223,24 @@ struct Observer {
 }
 
 impl Observer {
-    /// Watches the schedules of `targets` (secret, and the API of its stage for data-plane
-    /// looks), sending the sweep's event through `function` every `SWEEP_EVERY`.
-    fn start(
-        w: Arc<World>,
-        function: Arc<Function>,
-        targets: Vec<(String, Option<String>)>,
-        settle: usize,
-    ) -> Self {
+    /// Watches `targets` and their schedules, sending the sweep's event through `function`
+    /// every `SWEEP_EVERY`; once told to finish, goes on until every key has `settle` complete
+    /// sweeps after its due time.
+    fn start(w: Arc<World>, function: Arc<Function>, targets: Vec<Target>, settle: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let task = tokio::spawn(async move {
             let mut seen = Observed::default();
             let mut told: Option<Instant> = None;
+            for t in &targets {
+                for (id, due) in &t.keys {
+                    seen.watch(&w, t, id, *due).await?;
+                }
+            }
             loop {
-                for (secret, api) in &targets {
-                    for (id, due) in schedule_of(&w, secret).await?.due {
-                        if let Some(k) = seen.keys.iter_mut().find(|k| k.id == id) {
-                            k.due = due;
-                            continue;
-                        }
-                        let value = match api {
-                            Some(_) => w.key(&id).await?.and_then(|k| k.value().map(str::to_owned)),
-                            None => None,
-                        };
-                        seen.keys.push(Watched {
-                            secret: secret.clone(),
-                            id,
-                            due,
-                            value,
-                            api: api.clone(),
-                            looks: Vec::new(),
-                        });
+                for t in &targets {
+                    for (id, due) in schedule_of(&w, &t.secret).await?.due {
+                        seen.watch(&w, t, &id, due).await?;
                     }
                 }
                 let started = now();
@@ -275,9 +301,10 @@ struct Timing {
 }
 
 /// The key worked at every look that ended before its due time (and at least one such look was
-/// made); from the end of the first sweep that started at or after its due time and answered OK
-/// on, every look finds it `retired`, and that sweep is at most the `within`-th to start at or
-/// after its due time (a sweep that fails for the secret is retried by the next).
+/// made); from the end of the first complete sweep (`SweepRun::complete`) that started at or
+/// after its due time on, every look finds it `retired`, and that sweep is at most the
+/// `within`-th to start at or after its due time (a secret a sweep fails or leaves, e.g. because
+/// a rotation moved its labels meanwhile, is the next run's).
 fn retired_at_expiry(
     o: &Observed,
     k: &Watched,
@@ -301,9 +328,9 @@ fn retired_at_expiry(
         .into());
     }
     let after: Vec<&SweepRun> = o.after(k.due).collect();
-    let Some(n) = after.iter().position(|s| s.ok()) else {
+    let Some(n) = after.iter().position(|s| s.complete()) else {
         return Err(format!(
-            "{what}: no sweep answered OK after key {}'s due time; sweeps after it: {:?}",
+            "{what}: no complete sweep after key {}'s due time; sweeps after it: {:?}",
             k.id,
             after.iter().map(|s| &s.answer).collect::<Vec<_>>()
         )
@@ -311,7 +338,7 @@ fn retired_at_expiry(
     };
     ensure!(
         n < within,
-        "{what}: key {}: {} sweeps after its due time failed before one answered OK: {:?}",
+        "{what}: key {}: {} sweeps after its due time failed or left it before one was complete: {:?}",
         k.id,
         n,
         after.iter().take(n).map(|s| &s.answer).collect::<Vec<_>>()
@@ -363,7 +390,7 @@ fn print_timing(label: &str, k: &Watched, t: &Timing) {
 /// secret rotates three times under OldKeyAction=delete with GracePeriod=6s, longer than the
 /// TTL, and the sweep runs every second: no request is refused, and each old key, which worked
 /// until its due time, is refused by the data plane from the end of the first sweep after it that
-/// answered OK (at most one failed sweep in between).
+/// was complete (at most one other sweep in between).
 pub async fn grace_zero_downtime(w: Arc<World>) -> R<()> {
     let w = Arc::new(w.in_own_account().await?);
     let data = Propagation::start(&w.endpoint, configured_delay()).await?;
@@ -380,7 +407,7 @@ pub async fn grace_zero_downtime(w: Arc<World>) -> R<()> {
     let observer = Observer::start(
         w.clone(),
         f.clone(),
-        vec![(s.secret.clone(), Some(s.api.clone()))],
+        vec![Target::new(&s.secret, Some(&s.api))],
         1,
     );
     let played = play_on(&w, &data, &sc, &s).await;
@@ -417,11 +444,11 @@ pub async fn grace_zero_downtime(w: Arc<World>) -> R<()> {
         )?);
     }
     eprintln!(
-        "  delete, GracePeriod=6s: {} of {} requests refused; {} sweeps ({} failed), each old key retired at its due time:",
+        "  delete, GracePeriod=6s: {} of {} requests refused; {} sweeps ({} failed or incomplete), each old key retired at its due time:",
         seen.refused,
         seen.requests,
         observed.sweeps.len(),
-        observed.failed_sweeps().len()
+        observed.incomplete_sweeps()
     );
     for (k, t) in keys.iter().zip(&timings) {
         print_timing("old", k, t);
@@ -452,7 +479,10 @@ pub async fn grace_rotations_within_one_grace(w: Arc<World>) -> R<()> {
     let observer = Observer::start(
         w.clone(),
         f.clone(),
-        setups.iter().map(|s| (s.secret.clone(), None)).collect(),
+        setups
+            .iter()
+            .map(|s| Target::new(&s.secret, None))
+            .collect(),
         2,
     );
     let mut made: Vec<Vec<String>> = Vec::new();
@@ -475,9 +505,9 @@ pub async fn grace_rotations_within_one_grace(w: Arc<World>) -> R<()> {
     }
     let observed = observer.finish().await?;
     eprintln!(
-        "  three rotations within one grace (8s): {} sweeps ({} failed)",
+        "  three rotations within one grace (8s): {} sweeps ({} failed or incomplete)",
         observed.sweeps.len(),
-        observed.failed_sweeps().len()
+        observed.incomplete_sweeps()
     );
     for ((policy, s), keys) in policies.iter().zip(&setups).zip(&made) {
         let watched = observed.of(&s.secret);
@@ -527,79 +557,143 @@ pub async fn grace_rotations_within_one_grace(w: Arc<World>) -> R<()> {
     Ok(())
 }
 
-/// A rotation, then `rollback --apply` during the grace: AWSCURRENT holds the scheduled key
-/// again, and the sweeps past its due time keep it (it answers 200 at every look, never deleted
-/// or disabled) and remove its schedule entry.
+/// A rotation, then a roll-back during the grace, two ways: with the operator command
+/// (`rollback --apply`, the real binary), which takes the key it puts back off the schedule and
+/// gives the key it rolls back from a grace of its own; and by hand (UpdateSecretVersionStage, as
+/// a person would with the AWS CLI), which leaves the schedule entry for the sweep to find. Either
+/// way the key rolled back to answers 200 at every look, through sweeps past its due time, and is
+/// never deleted or disabled; the sweep releases the entry the hand roll-back left, and retires
+/// the key the command rolled back from at its own due time.
 pub async fn grace_rollback_survives(w: Arc<World>) -> R<()> {
     let w = Arc::new(w.in_own_account().await?);
     let f = Arc::new(sweeper(&w, "grace-rollback", &w.endpoint).await?);
     let r = rotator(&w).await?;
-    let s = setup(&w, Some("{}"), &[("GracePeriod", "5s")]).await?;
-    w.rotate(&r, &s.secret, 1).await?;
-    let first = current_key(&w, &s.secret).await?;
-    w.rotate(&r, &s.secret, 1).await?;
-    ensure!(
-        schedule_of(&w, &s.secret).await?.due.contains_key(&first),
-        "the previous key was not scheduled"
-    );
-    let rollback = cli(&w, &["--json", "rollback", &s.secret, "--apply"]).await?;
-    let entry = &rollback.json["secrets"][0];
-    ensure!(
-        rollback.code == 0 && step_actions(entry) == ["move-current"],
-        "rollback --apply: {}{}",
-        rollback.stdout,
-        rollback.stderr
-    );
-    ensure!(
-        current_key(&w, &s.secret).await? == first,
-        "AWSCURRENT does not hold the key rolled back to"
-    );
-    let observer = Observer::start(
-        w.clone(),
-        f.clone(),
-        vec![(s.secret.clone(), Some(s.api.clone()))],
-        2,
-    );
-    let observed = observer.finish().await?;
-    let watched = observed.of(&s.secret);
-    ensure!(
-        watched.len() == 1 && watched[0].id == first,
-        "the schedule named {:?}, want the key rolled back to",
-        watched.iter().map(|k| &k.id).collect::<Vec<_>>()
-    );
-    let k = watched[0];
-    let past_due: Vec<&Look> = k
-        .looks
+    struct Rolled {
+        how: &'static str,
+        secret: String,
+        api: String,
+        /// The key rolled back to, and the due time it had.
+        back_to: (String, i64),
+        /// The key rolled back from.
+        from: String,
+    }
+    let mut rolled = Vec::new();
+    for how in ["rollback --apply", "by hand"] {
+        let s = setup(&w, Some("{}"), &[("GracePeriod", "5s")]).await?;
+        w.rotate(&r, &s.secret, 1).await?;
+        let first = current_key(&w, &s.secret).await?;
+        w.rotate(&r, &s.secret, 1).await?;
+        let second = current_key(&w, &s.secret).await?;
+        let due = schedule_of(&w, &s.secret)
+            .await?
+            .due
+            .get(&first)
+            .copied()
+            .ok_or_else(|| format!("{how}: the previous key was not scheduled"))?;
+        if how == "by hand" {
+            let versions = w.versions(&s.secret).await?;
+            let stage = |label| {
+                with_stage(&versions, label).ok_or_else(|| format!("no {label}: {versions:?}"))
+            };
+            w.sm.update_secret_version_stage()
+                .secret_id(&s.secret)
+                .version_stage("AWSCURRENT")
+                .move_to_version_id(stage("AWSPREVIOUS")?)
+                .remove_from_version_id(stage("AWSCURRENT")?)
+                .send()
+                .await?;
+        } else {
+            let run = cli(&w, &["--json", "rollback", &s.secret, "--apply"]).await?;
+            let actions = step_actions(&run.json["secrets"][0]);
+            ensure!(
+                run.code == 0
+                    && actions.contains(&"unschedule-retirement")
+                    && actions.contains(&"move-current"),
+                "{how}: {}{}",
+                run.stdout,
+                run.stderr
+            );
+            let schedule = schedule_of(&w, &s.secret).await?;
+            ensure!(
+                !schedule.due.contains_key(&first) && schedule.due.contains_key(&second),
+                "{how}: the schedule holds {:?}; want the key rolled back from, not the one rolled back to",
+                schedule.due
+            );
+        }
+        ensure!(
+            current_key(&w, &s.secret).await? == first,
+            "{how}: AWSCURRENT does not hold the key rolled back to"
+        );
+        rolled.push(Rolled {
+            how,
+            secret: s.secret.clone(),
+            api: s.api.clone(),
+            back_to: (first, due),
+            from: second,
+        });
+    }
+    let targets = rolled
         .iter()
-        .filter(|l| l.started >= k.due as f64)
+        .map(|x| Target {
+            keys: vec![x.back_to.clone()],
+            ..Target::new(&x.secret, Some(&x.api))
+        })
         .collect();
-    ensure!(
-        observed.after(k.due).filter(|s| s.ok()).count() >= 2 && past_due.len() >= 2,
-        "too few sweeps and looks past the due time: {:?}",
-        observed.sweeps
-    );
-    if let Some(l) = k.looks.iter().find(|l| !l.working()) {
-        return Err(format!(
-            "the key rolled back to stopped working {:.1}s after its due time: {l:?}",
-            l.started - k.due as f64
-        )
-        .into());
+    let observed = Observer::start(w.clone(), f.clone(), targets, 2)
+        .finish()
+        .await?;
+    for x in &rolled {
+        let (how, (first, due)) = (x.how, &x.back_to);
+        let watched = observed.of(&x.secret);
+        let k = watched
+            .iter()
+            .find(|k| k.id == *first)
+            .ok_or_else(|| format!("{how}: the key rolled back to was not watched"))?;
+        let past_due = k.looks.iter().filter(|l| l.started >= *due as f64).count();
+        ensure!(
+            observed.after(*due).filter(|s| s.complete()).count() >= 2 && past_due >= 2,
+            "{how}: too few sweeps and looks past the due time: {:?}",
+            observed.sweeps
+        );
+        if let Some(l) = k.looks.iter().find(|l| !l.working()) {
+            return Err(format!(
+                "{how}: the key rolled back to stopped working {:.1}s after its due time: {l:?}",
+                l.started - *due as f64
+            )
+            .into());
+        }
+        ensure!(
+            !schedule_of(&w, &x.secret).await?.due.contains_key(first),
+            "{how}: the schedule entry of the key rolled back to is still there after the sweeps"
+        );
+        let from: Vec<&&Watched> = watched.iter().filter(|k| k.id == x.from).collect();
+        if how == "by hand" {
+            ensure!(
+                watched.len() == 1,
+                "{how}: the schedule named {:?}",
+                watched.iter().map(|k| &k.id).collect::<Vec<_>>()
+            );
+        } else {
+            let k = from
+                .first()
+                .ok_or_else(|| format!("{how}: the key rolled back from was not scheduled"))?;
+            let t = retired_at_expiry(&observed, k, how, 2, gone)?;
+            print_timing(&format!("{how}, rolled back from:"), k, &t);
+        }
+        eprintln!(
+            "    {how}: the key rolled back to answered 200 at all {} looks ({past_due} past its due time)",
+            k.looks.len()
+        );
     }
     let retired: u64 = observed.sweeps.iter().map(|s| s.count("retired")).sum();
     let released: u64 = observed.sweeps.iter().map(|s| s.count("released")).sum();
-    ensure!(
-        retired == 0 && released == 1,
-        "the sweeps retired {retired} keys and released {released} entries; want 0 and 1"
-    );
-    ensure!(
-        !schedule_of(&w, &s.secret).await?.due.contains_key(&first),
-        "the schedule entry of the key rolled back to is still there after the sweeps"
-    );
     eprintln!(
-        "  rolled back during the grace: the key answered 200 at all {} looks ({} past its due time), {} sweeps, 0 retired, 1 entry released",
-        k.looks.len(),
-        past_due.len(),
+        "  rolled back during the grace: {} sweeps, {retired} key retired (the one the command rolled back from), {released} entry released (the hand roll-back's)",
         observed.sweeps.len()
+    );
+    ensure!(
+        retired == 1 && released == 1,
+        "the sweeps retired {retired} keys and released {released} entries; want 1 and 1"
     );
     Ok(())
 }

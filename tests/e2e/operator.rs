@@ -210,7 +210,7 @@ pub(crate) async fn move_stage(
     Ok(())
 }
 
-fn with_stage(versions: &BTreeMap<String, Vec<String>>, stage: &str) -> Option<String> {
+pub(crate) fn with_stage(versions: &BTreeMap<String, Vec<String>>, stage: &str) -> Option<String> {
     versions
         .iter()
         .find(|(_, s)| s.iter().any(|l| l == stage))
