@@ -433,8 +433,8 @@ pub async fn grace_zero_downtime(w: Arc<World>) -> R<()> {
     );
     let mut timings = Vec::new();
     for k in &keys {
-        // A sweep that overlaps the last rotation may find the labels moving and fail for the
-        // secret; the next one retires the key.
+        // A sweep that overlaps the last rotation may find the labels moving and leave the
+        // secret to the next run, which retires the key.
         timings.push(retired_at_expiry(
             &observed,
             k,
