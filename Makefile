@@ -23,8 +23,9 @@ help:
 	@echo "make build     the release bootstrap.zip (arm64 if its target is installed, else x86_64) and its size"
 	@echo "make release   release build: target/release/api-key-rotator"
 	@echo "make bench     cold init, peak RSS, step times, AWS calls, zip size, status --all over OPS=300 secrets;"
+	@echo "               SWEEP=300: the retirement sweep over SWEEP secrets, nothing due then all due (SWEEP=0 skips it)"
 	@echo "               FLEET=N: the fleet mode (FLEET=0 skips it)"
-	@echo "               (FLEET_MODEL=strict|lenient Secrets Manager re-runs, FLEET_TIMEOUT=seconds per invocation)"
+	@echo "               (FLEET_MODEL=strict|lenient Secrets Manager re-runs, FLEET_TIMEOUT=seconds per invocation, sweep's too)"
 	@echo "make release-check         the release binary rotates under the Lambda Runtime API (e2e)"
 	@echo "make shipped-check         the bootstrap in make build's zip rotates under the Lambda Runtime API (e2e)"
 	@echo "make sam                   the deploy path, offline: sam validate --lint, sam build (x86_64), pinned SAM CLI"
@@ -190,6 +191,8 @@ status:
 FLEET ?= 100
 # Secrets `api-key-rotator status --all` is measured over.
 OPS ?= 300
+# Secrets the retirement sweep is measured over (each with one key in grace: nothing due, then all due).
+SWEEP ?= 300
 # strict: a failed rotation re-run at most 5 times, 2 s apart; lenient: 20 tries, pauses to 30 s.
 FLEET_MODEL ?= strict
 # Each invocation's deadline, in seconds; empty: the template's Timeout.
@@ -202,6 +205,6 @@ bench: build release localstack
 	@bin=$(CURDIR)/target/x86_64-unknown-linux-gnu/release/api-key-rotator; \
 	if [ "$$(cat target/lambda/api-key-rotator/ARCH)" != x86_64 ] || [ ! -x "$$bin" ]; then \
 	  bin=$(CURDIR)/target/release/api-key-rotator; fi; \
-	args="--operator $(OPS) --fleet $(FLEET) --model $(FLEET_MODEL)$(if $(FLEET_TIMEOUT), --timeout $(FLEET_TIMEOUT))"; \
+	args="--operator $(OPS) --sweep $(SWEEP) --fleet $(FLEET) --model $(FLEET_MODEL)$(if $(FLEET_TIMEOUT), --timeout $(FLEET_TIMEOUT))"; \
 	echo "ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- $$args"; \
 	ROTATOR_BINARY=$$bin cargo bench --locked --bench bench -- $$args

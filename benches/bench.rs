@@ -15,6 +15,10 @@
 //!
 //! - with `--operator N`: `api-key-rotator status --all` (the operator command, the same binary
 //!   without the Runtime API) over N secrets: its time and its AWS calls, per secret and in all.
+//! - with `--sweep N` (default 300, 0 skips it): the retirement sweep
+//!   (`{"Action": "retire-expired-keys"}`) over N secrets that each hold a key in grace, first
+//!   with nothing due, then with every one due: its wall time, its AWS calls by operation, and
+//!   the invocations it takes (one whose deadline comes first leaves secrets to the next).
 //!
 //! Each invocation gets the template's `Timeout` as its deadline (`--timeout S` overrides it), and
 //! one that runs past it is ended and its process replaced, as Lambda does.
@@ -30,7 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_key_rotator::aws::SdkSettings;
-use api_key_rotator::config::FunctionConfig;
+use api_key_rotator::config::{FunctionConfig, TIE_TAG};
+use api_key_rotator::grace::{due_prefixes, now_secs, schedule_tag};
 use support::localstack::LocalAws;
 use support::proxy::Proxy;
 use support::runtime::{template_timeout, Function};
@@ -106,6 +111,15 @@ fn main() {
     let operator = arg(&args, "--operator")
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| *n > 0);
+    // The sweep runs by default: `--sweep 0` skips it.
+    let sweep = match arg(&args, "--sweep").map(str::parse::<usize>) {
+        None => Some(300),
+        Some(Ok(n)) => Some(n).filter(|n| *n > 0),
+        Some(Err(_)) => {
+            eprintln!("--sweep must be a number of secrets (0 skips the sweep)");
+            std::process::exit(2);
+        }
+    };
     let fleet = arg(&args, "--fleet")
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| *n > 0)
@@ -120,7 +134,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = runtime.block_on(run(fleet, operator)) {
+    if let Err(e) = runtime.block_on(run(fleet, operator, sweep.map(|n| (n, timeout)))) {
         let mut text = e.to_string();
         let mut source = e.source();
         while let Some(s) = source {
@@ -132,7 +146,11 @@ fn main() {
     }
 }
 
-async fn run(fleet: Option<FleetArgs>, operator: Option<usize>) -> R<()> {
+async fn run(
+    fleet: Option<FleetArgs>,
+    operator: Option<usize>,
+    sweep: Option<(usize, Duration)>,
+) -> R<()> {
     let local = LocalAws::start("bench")?;
     let world = Arc::new(World::new(&local.endpoint).await?);
     println!("machine: {} cores, {}", num_cpus(), std::env::consts::ARCH);
@@ -141,6 +159,9 @@ async fn run(fleet: Option<FleetArgs>, operator: Option<usize>) -> R<()> {
     }
     if let Some(n) = operator {
         operator_mode(&world, n).await?;
+    }
+    if let Some((n, timeout)) = sweep {
+        sweep_mode(&world, n, timeout).await?;
     }
     if let Some(f) = fleet {
         fleet_mode(&world, &f).await?;
@@ -405,6 +426,303 @@ async fn operator_mode(w: &Arc<World>, n: usize) -> R<()> {
     );
     for (op, count) in &calls {
         println!("    {op:<28} {count}");
+    }
+    Ok(())
+}
+
+/// The sweep's event, as the EventBridge rule sends it.
+fn sweep_event() -> serde_json::Value {
+    serde_json::json!({"Action": "retire-expired-keys"})
+}
+
+/// One secret as the function leaves it after a rotation with `GracePeriod=7d` and
+/// `OldKeyAction=delete`: two versions (AWSCURRENT, AWSPREVIOUS) whose values the function wrote,
+/// each holding a key named `<KeyName>-<version>`, tied to the secret and on `plan`; and the
+/// previous key's schedule tag, due at `due`. Returns the secret's ARN and the previous key's id.
+async fn seed_in_grace(w: &World, plan: &str, name: &str, due: i64) -> R<(String, String)> {
+    let key_name = format!("{name}-partner");
+    let arn = w
+        .create_secret_named(
+            name,
+            None,
+            &[
+                ("KeyName", &key_name),
+                ("UsagePlan", plan),
+                ("OldKeyAction", "delete"),
+                ("GracePeriod", "7d"),
+            ],
+        )
+        .await?;
+    let mut previous: Option<(String, String)> = None; // (version, key id)
+    for _ in 0..2 {
+        let version = w.token();
+        let made =
+            w.ag.create_api_key()
+                .name(format!("{key_name}-{version}"))
+                .enabled(true)
+                .description(format!("Rotated by api-key-rotator for secret {name}"))
+                .tags(TIE_TAG, &arn)
+                .send()
+                .await?;
+        let key = made.id().ok_or("CreateApiKey answered no id")?.to_owned();
+        w.attach(plan, &key).await?;
+        let value = serde_json::json!({
+            "api_key_id": key,
+            "api_key_value": made.value().ok_or("CreateApiKey answered no value")?,
+            "key_name": format!("{key_name}-{version}"),
+            "usage_plan_ids": [plan],
+            "owned_key_ids": [],
+            "rotated_from": previous.as_ref().map(|(v, _)| v.clone()),
+        });
+        // AWSCURRENT on the new version: Secrets Manager moves AWSPREVIOUS to the one it leaves.
+        w.sm.put_secret_value()
+            .secret_id(&arn)
+            .client_request_token(&version)
+            .secret_string(value.to_string())
+            .version_stages("AWSCURRENT")
+            .send()
+            .await?;
+        previous = Some((version, key));
+    }
+    let (_, new_key) = previous.ok_or("no key made")?;
+    // The second loop's key is AWSCURRENT's; the first one's, AWSPREVIOUS's, is in grace.
+    let versions = w.versions(&arn).await?;
+    let previous_key = versions
+        .iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == "AWSPREVIOUS"))
+        .map(|(v, _)| v.clone())
+        .ok_or_else(|| format!("{name}: no AWSPREVIOUS version after two PutSecretValue calls"))?;
+    let previous_value =
+        w.sm.get_secret_value()
+            .secret_id(&arn)
+            .version_id(&previous_key)
+            .send()
+            .await?;
+    let value: serde_json::Value =
+        serde_json::from_str(previous_value.secret_string().unwrap_or("{}"))?;
+    let old_key = value["api_key_id"]
+        .as_str()
+        .filter(|k| *k != new_key)
+        .ok_or_else(|| format!("{name}: AWSPREVIOUS does not hold the first key"))?
+        .to_owned();
+    schedule(w, &arn, &old_key, due).await?;
+    Ok((arn, old_key))
+}
+
+/// Writes (or moves) `key`'s schedule tag on the secret, as finishSecret writes it.
+async fn schedule(w: &World, arn: &str, key: &str, due: i64) -> R<()> {
+    let (tag, value) = schedule_tag(key, due);
+    w.sm.tag_resource()
+        .secret_id(arn)
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key(tag)
+                .value(value)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// What one run of sweeps did: the invocations until one found nothing due.
+struct SweepRun {
+    /// Invocations that found secrets due, each with its time and answer.
+    working: Vec<(Duration, serde_json::Value)>,
+    /// The invocation that found nothing due (the run's last).
+    idle: (Duration, serde_json::Value),
+    calls: BTreeMap<String, u32>,
+}
+
+/// Delivers the sweep event to `f` until an invocation finds nothing due, as the recurring rule
+/// would: the calls are counted from the first invocation to the last.
+async fn sweep_until_idle(f: &Function, proxy: &Proxy, most: usize) -> R<SweepRun> {
+    proxy.reset_counts();
+    let mut working = Vec::new();
+    for _ in 0..most {
+        let t = Instant::now();
+        let answer = f
+            .invoke(&sweep_event())
+            .await?
+            .map_err(|e| format!("the sweep failed: {e}"))?;
+        let took = t.elapsed();
+        let due = answer["due_secrets"]
+            .as_u64()
+            .ok_or_else(|| format!("the sweep answered no due_secrets: {answer}"))?;
+        if due == 0 {
+            return Ok(SweepRun {
+                working,
+                idle: (took, answer),
+                calls: proxy.all_calls(),
+            });
+        }
+        working.push((took, answer));
+    }
+    Err(format!("the sweep still found secrets due after {most} invocations").into())
+}
+
+fn by_operation(calls: &BTreeMap<String, u32>) -> String {
+    let list: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    list.join(", ")
+}
+
+/// The retirement sweep over `n` secrets, each holding one key in grace (seeded as finishSecret
+/// leaves them, with the SDK): first with nothing due (the sweep's cost on most runs), then with
+/// every grace ended (what a sweep after a fleet-wide rotation retires). One function process
+/// under the Runtime API, each invocation with `timeout` as its deadline; calls counted at a
+/// proxy.
+async fn sweep_mode(w: &Arc<World>, n: usize, timeout: Duration) -> R<()> {
+    let api = w.create_api().await?;
+    let plan = w.create_plan(Some(&api)).await?;
+    let prefix = w.unique("bench-sweep");
+    let made = Instant::now();
+    let week = 7 * 86_400;
+    let mut seeded = Vec::new();
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for chunk in names.chunks(8) {
+        let mut tasks = Vec::new();
+        for name in chunk {
+            let (w, plan, name) = (w.clone(), plan.clone(), name.clone());
+            tasks.push(tokio::spawn(async move {
+                seed_in_grace(&w, &plan, &name, now_secs() + week).await
+            }));
+        }
+        for t in tasks {
+            seeded.push(t.await??);
+        }
+    }
+    let keys_in_account = w.all_keys().await?.len();
+    println!(
+        "\nsweep: {{\"Action\": \"retire-expired-keys\"}} over {n} secrets, each holding one key in grace (GracePeriod=7d, OldKeyAction=delete); {keys_in_account} keys in the account; invocation timeout {} s; seeded in {:.0} s",
+        timeout.as_secs(),
+        made.elapsed().as_secs_f64()
+    );
+    let proxy = Proxy::start(&w.endpoint).await?;
+    // As the template deploys it: the sweep lists only the secrets under the stack's prefix.
+    let mut env = env_for(&proxy);
+    env.push(("SECRET_NAME_PREFIX", format!("{prefix}-")));
+    let f = Function::start_with_timeout("bench-sweep", &env, timeout).await?;
+    f.cold_init()
+        .await
+        .ok_or("the sweep's function did not start")?;
+
+    // Nothing due: every retirement is a week away. The first invocation of the process opens
+    // its connections; the second is warm.
+    let first = sweep_until_idle(&f, &proxy, 1).await?;
+    let before = now_secs();
+    let idle = sweep_until_idle(&f, &proxy, 1).await?;
+    // The prefixes change with every second (one per 1 digit of the time): those of any second
+    // the invocation may have read.
+    let prefixes: Vec<usize> = (before..=now_secs())
+        .map(|s| due_prefixes(s).len())
+        .collect();
+    let most_prefixes = prefixes.iter().copied().max().unwrap_or(35);
+    let bound = most_prefixes.div_ceil(10);
+    let idle_calls: u32 = idle.calls.values().sum();
+    let list_secrets = idle.calls.get("ListSecrets").copied().unwrap_or(0);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+
+    // Every grace ended a minute ago.
+    let past = now_secs() - 60;
+    for chunk in seeded.chunks(8) {
+        let mut tasks = Vec::new();
+        for (arn, key) in chunk {
+            let (w, arn, key) = (w.clone(), arn.clone(), key.clone());
+            tasks.push(tokio::spawn(
+                async move { schedule(&w, &arn, &key, past).await },
+            ));
+        }
+        for t in tasks {
+            t.await??;
+        }
+    }
+    let due = sweep_until_idle(&f, &proxy, n + 2).await?;
+    let working: Duration = due.working.iter().map(|(d, _)| *d).sum();
+    let field = |name: &str| -> u64 {
+        due.working
+            .iter()
+            .map(|(_, a)| a[name].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let retired = field("retired");
+    let released = field("released");
+    let due_calls: u32 = due.calls.values().sum();
+    let shared: u32 = ["ListSecrets", "GetApiKeys"]
+        .iter()
+        .map(|op| due.calls.get(*op).copied().unwrap_or(0))
+        .sum();
+    let answers: Vec<String> = due
+        .working
+        .iter()
+        .map(|(d, a)| {
+            format!(
+                "due {} retired {} left {} in {:.1} s",
+                a["due_secrets"],
+                a["retired"],
+                a["left"],
+                d.as_secs_f64()
+            )
+        })
+        .collect();
+
+    println!("| sweep figure | value |");
+    println!("|---|---|");
+    println!(
+        "| nothing due ({n} secrets scheduled a week ahead): wall time | {:.1} ms warm, 1 invocation ({:.1} ms the first of a fresh process) |",
+        ms(idle.idle.0),
+        ms(first.idle.0)
+    );
+    println!(
+        "| nothing due: AWS calls | {idle_calls}: ListSecrets {list_secrets} (one per 10 due-time prefixes; {} prefixes at the time, so at most {bound}; never more than 4, whatever the secret count) |",
+        prefixes.iter().map(usize::to_string).collect::<Vec<_>>().join(" or ")
+    );
+    println!(
+        "| {n} due (one key each, grace ended): wall time | {:.2} s in {} invocation(s) ({:.1} ms a secret), then {:.1} ms for the one that found nothing due |",
+        working.as_secs_f64(),
+        due.working.len(),
+        working.as_secs_f64() * 1000.0 / n as f64,
+        ms(due.idle.0)
+    );
+    println!(
+        "| {n} due: invocations until one finds nothing due | {} ({}) |",
+        due.working.len() + 1,
+        answers.join("; ")
+    );
+    println!("| {n} due: keys retired / released | {retired} / {released} |");
+    println!(
+        "| {n} due: AWS calls, all invocations | {due_calls}: {:.2} a secret, {shared} listings (ListSecrets, GetApiKeys pages) |",
+        f64::from(due_calls - shared) / n as f64
+    );
+    println!(
+        "  calls by operation, nothing due: {}",
+        by_operation(&idle.calls)
+    );
+    println!(
+        "  calls by operation, {n} due: {}",
+        by_operation(&due.calls)
+    );
+    // Guarantees the figures rest on: the idle sweep is ListSecrets alone, within its bound; the
+    // due sweep retired every key in grace, and only those.
+    if idle_calls != list_secrets || list_secrets as usize > bound {
+        return Err(format!(
+            "sweep: with nothing due the sweep made {idle_calls} calls, {list_secrets} of them ListSecrets (at most {bound} expected, and nothing else)"
+        )
+        .into());
+    }
+    // Every key the secrets made is named after its secret, so after `{prefix}-`.
+    let left: std::collections::BTreeSet<String> = w
+        .keys_with_prefix(&format!("{prefix}-"))
+        .await?
+        .iter()
+        .filter_map(|k| k.id().map(str::to_owned))
+        .collect();
+    let survived = seeded.iter().filter(|(_, old)| left.contains(old)).count();
+    if retired != n as u64 || survived > 0 || left.len() != n {
+        return Err(format!(
+            "sweep: {retired} of {n} due keys retired, {survived} of them still in the account, {} of the secrets' keys left (expected {n}, AWSCURRENT's)",
+            left.len()
+        )
+        .into());
     }
     Ok(())
 }
