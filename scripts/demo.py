@@ -1,5 +1,10 @@
 """The demo: a partner's API key rotated through a real, key-enforcing gateway on the local AWS.
 
+The secret has a grace period (GracePeriod=10s, OldKeyAction=delete): after the rotation both keys
+are let in; once the grace has ended, one delivery of the retirement sweep
+({"Action": "retire-expired-keys"}, what a recurring EventBridge rule sends every few minutes)
+deletes the old key, and the gateway refuses it.
+
 Run by `make demo` (scripts/demo.sh starts the local AWS and the function first).
 """
 
@@ -12,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-from rotate import clients, rotate
+from rotate import clients, invoke_event, rotate
 from seed import create_plan, create_stage
 
 
@@ -74,6 +79,23 @@ def metrics_table(docs):
     return rows
 
 
+# The demo secret's grace period: long enough to call both keys after the rotation, short enough
+# to wait out.
+GRACE = "10s"
+SCHEDULE_TAG = "api-key-rotator:retire:"
+
+
+def retirement_due(sm, secret, key_id):
+    """The due time (seconds since the epoch) of `key_id`'s scheduled retirement, from the
+    secret's schedule tag (`due:<34 binary digits>:<RFC 3339>`), or None."""
+    tags = {t["Key"]: t["Value"] for t in sm.describe_secret(SecretId=secret).get("Tags", [])}
+    value = tags.get(SCHEDULE_TAG + key_id, "")
+    parts = value.split(":")
+    if len(parts) < 2 or parts[0] != "due" or not parts[1] or set(parts[1]) - {"0", "1"}:
+        return None
+    return int(parts[1], 2)
+
+
 def step(n, text):
     print(f"[{n}] {text}", flush=True)
 
@@ -98,13 +120,15 @@ def main():
                               customerId="partner-a")
     ag.create_usage_plan_key(usagePlanId=plan, keyId=first["id"], keyType="API_KEY")
 
-    step(3, "creating a secret that holds the key, tagged for rotation")
+    step(3, f"creating a secret that holds the key, tagged for rotation with a grace period of {GRACE} "
+            "(OldKeyAction=delete)")
     secret_name = f"api-keys/partner-a-{suffix}"
     secret = sm.create_secret(
         Name=secret_name,
         SecretString=json.dumps({"api_key_id": first["id"]}),
         Tags=[{"Key": "KeyName", "Value": "partner-a"}, {"Key": "UsagePlan", "Value": plan},
-              {"Key": "OldKeyAction", "Value": "delete"}, {"Key": "Project", "Value": "demo"}],
+              {"Key": "OldKeyAction", "Value": "delete"}, {"Key": "GracePeriod", "Value": GRACE},
+              {"Key": "Project", "Value": "demo"}],
     )["ARN"]
 
     status = call(a.endpoint, api, first["value"])
@@ -133,6 +157,9 @@ def main():
     except ag.exceptions.NotFoundException:
         old_state = "deleted"
     attached = {k["id"] for k in ag.get_usage_plan_keys(usagePlanId=plan)["items"]}
+    due = retirement_due(sm, secret, old_id)
+    if old_state == "enabled" and due is not None:
+        old_state = "enabled, in its grace period until " + time.strftime("%H:%M:%SZ", time.gmtime(due))
 
     def stages(versions):
         return ", ".join(f"{v[:8]}…={'+'.join(sorted(s))}" for v, s in sorted(versions.items()))
@@ -152,24 +179,56 @@ def main():
     for r in rows:
         print("    " + "  ".join(str(c).ljust(width[i]) for i, c in enumerate(r)))
     print("    (finishSecret removes AWSPENDING once AWSCURRENT has moved, so no label of a finished\n"
-          "     rotation is left for a roll-back to trip over)")
+          "     rotation is left for a roll-back to trip over; it scheduled the old key's retirement\n"
+          f"     on the secret's tag {SCHEDULE_TAG}<key id> instead of deleting the key)")
 
-    new_status = 0
-    for _ in range(20):
-        new_status = call(a.endpoint, api, cur_after["api_key_value"])
-        if new_status == 200:
-            break
-        time.sleep(0.5)
-    old_status = call(a.endpoint, api, first["value"])
-    step(7, f"new key {mask(cur_after['api_key_value'])}: HTTP {new_status}; "
-            f"old key {mask(first['value'])}: HTTP {old_status}")
+    def both_keys():
+        new_status = 0
+        for _ in range(20):
+            new_status = call(a.endpoint, api, cur_after["api_key_value"])
+            if new_status == 200:
+                break
+            time.sleep(0.5)
+        return new_status, call(a.endpoint, api, first["value"])
+
+    new_status, old_status = both_keys()
+    step(7, f"during the grace period (both keys are let in): new key {mask(cur_after['api_key_value'])}: "
+            f"HTTP {new_status}; old key {mask(first['value'])}: HTTP {old_status}")
+    if new_status != 200 or old_status != 200 or due is None:
+        raise SystemExit("demo failed: expected 200 for both keys during the grace period, and the old "
+                         f"key's retirement scheduled (old key {old_state}, schedule tag "
+                         f"{'present' if due is not None else 'missing'})")
+
+    wait = max(0.0, due + 0.2 - time.time())  # the sweep retires a key once its due second has come
+    step(8, f"waiting {wait:.0f}s for the grace period to end, then one retirement sweep: "
+            '{"Action": "retire-expired-keys"} through cargo lambda invoke (a recurring EventBridge rule '
+            "sends it every few minutes)")
+    time.sleep(wait)
+    ok, text = invoke_event({"Action": "retire-expired-keys"}, a.invoke_port, a.cargo_lambda)
+    try:
+        swept, _ = json.JSONDecoder().raw_decode(text[text.index("{"):])
+    except ValueError:
+        swept = {}
+    print(f"    the sweep answered: {text}", flush=True)
+    if not ok or swept.get("retired") != 1:
+        raise SystemExit("demo failed: the sweep did not retire the old key")
+    try:
+        ag.get_api_key(apiKey=old_id)
+        old_state = "still there"
+    except ag.exceptions.NotFoundException:
+        old_state = "deleted"
+
+    new_status, old_status = both_keys()
+    step(9, f"after the sweep: new key {mask(cur_after['api_key_value'])}: HTTP {new_status}; "
+            f"old key {mask(first['value'])}: HTTP {old_status} (old key {old_state})")
     if new_status != 200 or old_status != 403 or old_state != "deleted":
         raise SystemExit("demo failed: expected 200 for the new key and 403 for the deleted old key")
     if a.function_log:
         # This secret's lines only: the readiness check before the demo was an invocation too.
         docs = [d for d in emf_documents(a.function_log) if d.get("SecretName") == secret_name]
         ns = docs[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] if docs else "-"
-        step(8, f"the metrics the rotation emitted (EMF log lines, namespace {ns}, docs/metrics.md)")
+        step(10, f"the metrics the rotation and the sweep emitted (EMF log lines, namespace {ns}, "
+                 "docs/metrics.md)")
         rows = metrics_table(docs)
         width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
@@ -178,8 +237,15 @@ def main():
         completed = sum(d.get("RotationCompleted", 0) for d in docs if "Action" not in d and "ErrorType" not in d)
         if len(rows) != 5 or created != 1 or completed != 1:
             raise SystemExit("demo failed: expected four steps' metrics, one key created, one rotation completed")
+        sweeps = [d for d in emf_documents(a.function_log) if d.get("Step") == "retire-expired-keys"]
+        if sweeps:
+            d = sweeps[-1]
+            print(f"    the sweep: KeysRetiredAtExpiry {d.get('KeysRetiredAtExpiry')}, "
+                  f"KeysPastGrace {d.get('KeysPastGrace')}, SweepDuration {d.get('SweepDuration', 0):.0f} ms")
+        if not sweeps or sweeps[-1].get("KeysRetiredAtExpiry") != 1:
+            raise SystemExit("demo failed: expected the sweep's metrics, one key retired at expiry")
     if a.operator:
-        step(9, f"what the operator sees: api-key-rotator status {secret_name} (docs/operator-commands.md)")
+        step(11, f"what the operator sees: api-key-rotator status {secret_name} (docs/operator-commands.md)")
         env = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_RUNTIME_API"}
         env["AWS_ENDPOINT_URL"] = a.endpoint
         out = subprocess.run([a.operator, "status", secret_name], env=env, capture_output=True, text=True)
@@ -188,7 +254,8 @@ def main():
         if out.returncode != 0 or new_id not in out.stdout or cur_after["api_key_value"] in out.stdout:
             sys.stderr.write(out.stderr)
             raise SystemExit(f"demo failed: status exited {out.returncode}, or did not show the new key")
-    print("demo passed: the gateway lets the new key in and refuses the old one")
+    print("demo passed: both keys worked during the grace period; after it, the sweep deleted the old key and "
+          "the gateway refuses it")
 
 
 if __name__ == "__main__":

@@ -43,16 +43,22 @@ def function_arn(lam):
         )["FunctionArn"]
 
 
-def invoke(step, secret, token, invoke_port, cargo_lambda="cargo-lambda"):
-    """One step through `cargo lambda invoke`; returns (ok, text)."""
-    event = json.dumps({"Step": step, "SecretId": secret, "ClientRequestToken": token})
+def invoke_event(event, invoke_port, cargo_lambda="cargo-lambda"):
+    """One invocation of the function with `event` through `cargo lambda invoke`; returns
+    (ok, text): the function's answer, or its error."""
     p = subprocess.run(
         [cargo_lambda, "lambda", "invoke", FUNCTION, "--invoke-address", "127.0.0.1",
-         "--invoke-port", str(invoke_port), "--data-ascii", event],
+         "--invoke-port", str(invoke_port), "--data-ascii", json.dumps(event)],
         capture_output=True, text=True, timeout=600,
     )
     text = (p.stdout + p.stderr).strip()
     return p.returncode == 0 and "errorType" not in text, text
+
+
+def invoke(step, secret, token, invoke_port, cargo_lambda="cargo-lambda"):
+    """One step through `cargo lambda invoke`; returns (ok, text)."""
+    event = {"Step": step, "SecretId": secret, "ClientRequestToken": token}
+    return invoke_event(event, invoke_port, cargo_lambda)
 
 
 def rotate(endpoint, secret, invoke_port, tries=3, log=print, cargo_lambda="cargo-lambda"):
