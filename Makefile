@@ -80,7 +80,7 @@ lint: tools
 	$(TOOLS)/bin/python tests/docs_truth.py
 
 unit:
-	cargo test --locked --lib --bins --test adapters --test properties --test model
+	cargo test --locked --lib --bins --test adapters --test properties --test model --test grace_races
 
 e2e: localstack moto
 	cargo test --locked --test e2e

@@ -26,6 +26,10 @@ pub const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// longest interval (4 minutes) and a run of it.
 pub const LATE_AFTER: i64 = 5 * 60;
 
+/// The version ids `revoke` gives its rotations. Such a rotation's finishSecret retires the
+/// previous key at once, whatever the grace period.
+pub const REVOKE_TOKEN_PREFIX: &str = "revoke-";
+
 /// How long an invocation may still run when its deadline is not known (the template's
 /// function timeout).
 pub const UNKNOWN_DEADLINE: Duration = Duration::from_secs(300);

@@ -23,8 +23,7 @@ use crate::ports::{
 };
 use crate::rotation::Outcome;
 
-/// The version ids `revoke` gives its rotations.
-pub const REVOKE_TOKEN_PREFIX: &str = "revoke-";
+pub use crate::grace::REVOKE_TOKEN_PREFIX;
 /// The error findings revoke goes ahead with: what it retires, and an open rotation (its own is
 /// waited for; any other is refused below).
 const RESOLVES: [Code; 5] = [

@@ -215,19 +215,29 @@ where
                 from: current.to_owned(),
                 to: previous.to_owned(),
             });
-            let grace = seen
-                .settings
-                .as_ref()
-                .filter(|s| s.old_key_action != crate::config::OldKeyAction::KeepPrevious)
-                .and_then(|s| s.grace);
-            let from_key = seen.survey.key_of(current).filter(|k| *k != key_id);
-            if let (Some(grace), Some(from_key)) = (grace, from_key) {
-                if seen.survey.owned.contains_key(from_key) {
-                    steps.push(RollbackStep::ScheduleRetirement {
-                        key_id: from_key.to_owned(),
-                        grace,
-                    });
-                }
+        }
+        // With a grace period, the key rolled back from has just left AWSCURRENT. Planned
+        // again by a run that finds the secret rolled back already, when the interrupted one
+        // did not get to it: that key is then AWSPREVIOUS's, still working and unscheduled.
+        let grace = seen
+            .settings
+            .as_ref()
+            .filter(|s| s.old_key_action != crate::config::OldKeyAction::KeepPrevious)
+            .and_then(|s| s.grace);
+        let from_version = if rolled_back { previous } else { current };
+        let from_key = seen
+            .survey
+            .key_of(from_version)
+            .filter(|k| *k != key_id)
+            .filter(|k| seen.survey.owned.get(*k).is_some_and(|o| o.key.enabled));
+        if let (Some(grace), Some(from_key)) = (grace, from_key) {
+            let scheduled =
+                schedule.due.contains_key(from_key) || schedule.unreadable.contains(from_key);
+            if !(rolled_back && scheduled) {
+                steps.push(RollbackStep::ScheduleRetirement {
+                    key_id: from_key.to_owned(),
+                    grace,
+                });
             }
         }
         for (version, stages) in &meta.versions {
@@ -251,6 +261,7 @@ where
         if !apply {
             return Ok(out);
         }
+        let mut survey = seen.survey.clone();
         for step in &out.steps {
             let result = match step {
                 RollbackStep::Unschedule { key_id } => {
@@ -271,9 +282,16 @@ where
                         .await
                 }
                 RollbackStep::ScheduleRetirement { key_id, grace } => {
-                    let due = crate::grace::now_secs() + grace.seconds() + 1;
-                    let (k, v) = crate::grace::schedule_tag(key_id, due);
-                    secrets.tag_secret(&meta.arn, &k, &v).await
+                    // Tied first (an adopted key): the sweep retires only keys it can prove
+                    // the secret's once no version holds them.
+                    match survey.tie_if_untied(&self.rotator.keys, key_id).await {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            let due = crate::grace::now_secs() + grace.seconds() + 1;
+                            let (k, v) = crate::grace::schedule_tag(key_id, due);
+                            secrets.tag_secret(&meta.arn, &k, &v).await
+                        }
+                    }
                 }
                 RollbackStep::RemovePending { version } => {
                     secrets

@@ -80,9 +80,18 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         // With a grace period, the previous key's retirement is on the secret's tags before
         // AWSCURRENT moves, due no sooner than the grace after this invocation's deadline (the
         // move happens before it): a crash after the move leaves it scheduled, never early.
+        // A revoke's rotation (`crate::grace::REVOKE_TOKEN_PREFIX`) retires the previous key at
+        // once: revoke retires it anyway, and a secret at its 50 tags must still be revocable.
+        // A previous key disabled already is retired already.
         let grace = settings
             .grace
-            .filter(|_| settings.old_key_action != crate::config::OldKeyAction::KeepPrevious);
+            .filter(|_| settings.old_key_action != crate::config::OldKeyAction::KeepPrevious)
+            .filter(|_| !token.starts_with(crate::grace::REVOKE_TOKEN_PREFIX))
+            .filter(|_| {
+                previous_key
+                    .as_ref()
+                    .is_some_and(|id| survey.owned.get(id).is_some_and(|o| o.key.enabled))
+            });
         if let (Some(grace), Some(id), TokenState::Pending) = (grace, &previous_key, ctx.state) {
             let left = crate::deadline::current()
                 .map(|i| i.time_left())
@@ -110,10 +119,16 @@ impl<S: SecretStore, K: KeyGateway, P: Prober> Rotator<S, K, P> {
         // second), before AWSPENDING leaves: whoever waits for the rotation to complete (revoke)
         // sees this write done. A re-run after the move keeps the time already scheduled.
         if let (Some(grace), Some(id)) = (grace, &previous_key) {
-            let scheduled =
-                survey.schedule.due.contains_key(id) || survey.schedule.unreadable.contains(id);
-            if ctx.state == TokenState::Pending || !scheduled {
-                let due = crate::grace::now_secs() + grace.seconds() + 1;
+            // On a re-run the move happened before now, so now + grace is never early either:
+            // the earlier of the two is kept (a crash after the move leaves the first write's
+            // later time, which this brings back).
+            let due = crate::grace::now_secs() + grace.seconds() + 1;
+            let rewrite = match survey.schedule.due.get(id) {
+                _ if ctx.state == TokenState::Pending => true,
+                Some(scheduled) => *scheduled > due,
+                None => true,
+            };
+            if rewrite {
                 self.schedule_retirement(secret_id, id, due).await?;
             }
         }

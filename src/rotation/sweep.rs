@@ -260,6 +260,14 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
                     retired += 1;
                     tracing::info!(key_id = %id, outcome = result.as_str(), "retired the key: its grace period ended");
                 }
+                // A key a version needs while a rotation is open keeps its entry: that
+                // rotation's finishSecret (a re-run after a move that failed) writes it again,
+                // and a removal racing that write could erase the fresh one. The next run
+                // looks again.
+                Outcome::Kept(_) if again.open_rotation().is_some() => {
+                    tracing::info!(key_id = %id, "the key is needed and a rotation is open; its schedule entry is left for the next run");
+                    continue;
+                }
                 other => {
                     released += 1;
                     tracing::info!(key_id = %id, outcome = other.as_str(), "the key's grace period ended; nothing to retire");
