@@ -1,7 +1,8 @@
 //! The fault matrix: every AWS call each step makes (rows, from the function's own
 //! `STEP_CALLS`) × every fault kind (columns), against the emulator through the fault proxy.
 //! Each cell plays Secrets Manager: the whole rotation re-run with the same token, the fault
-//! cleared after two failed tries, and then the invariants are checked.
+//! cleared after two failed tries, and then the invariants are checked. The retirement sweep's
+//! calls (`SWEEP_CALLS`) have rows of their own (`sweep`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use api_key_rotator::aws::SdkSettings;
 use api_key_rotator::event::Step;
+use api_key_rotator::grace::{GracePeriod, Schedule};
 use api_key_rotator::rotation::STEP_CALLS;
 use api_key_rotator::AwsRotator;
 use serde_json::json;
@@ -18,6 +20,8 @@ use crate::ensure;
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::world::{fast_sdk, str_field, World, STEPS};
 use crate::support::R;
+
+mod sweep;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
@@ -63,6 +67,9 @@ const LIMIT_COLUMNS: [Column; 2] = [Column::RateLimitRetryAfter, Column::QuotaEx
 /// The rate-limit column's hint.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The grace period of the rows that need one: long enough never to end during the run.
+const GRACE: &str = "2h";
+
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 const HELD: Duration = Duration::from_millis(1600);
 
@@ -81,6 +88,9 @@ struct Scenario {
     /// The pending key is disabled / detached before setSecret's first run.
     disable_before_set: bool,
     detach_before_set: bool,
+    /// The secret's GracePeriod tag: finishSecret schedules the previous key's retirement on
+    /// the secret's tags (`secretsmanager:TagResource`) instead of retiring it.
+    grace: Option<&'static str>,
 }
 
 /// Rows that cannot run here, with the reason printed in the summary.
@@ -147,6 +157,12 @@ fn scenario(step: Step, op: &str) -> Scenario {
         },
         (Step::Finish, "UpdateApiKey") => Scenario {
             policy: "disable",
+            ..base
+        },
+        // With a grace period, finishSecret writes the previous key's schedule tag before and
+        // after it moves AWSCURRENT.
+        (Step::Finish, "secretsmanager:TagResource") => Scenario {
+            grace: Some(GRACE),
             ..base
         },
         // The adopted key's tie was added by TagResource: finishSecret reads it with GetTags.
@@ -223,62 +239,86 @@ pub async fn fault_matrix(w: Arc<World>) -> R<()> {
             cells.extend(COLUMNS.iter().map(|c| (Step::Finish, op, *c, sc)));
         }
     }
-    // FAULT_MATRIX_ONLY=Op[,Op] runs the rows of those operations alone, and
-    // FAULT_MATRIX_COLUMNS=Column[,Column] (as the summary names them) those columns alone
-    // (while working on one call or one fault). A filter that leaves no cell (a typo, an
-    // operation no step calls) fails the run rather than passing it with nothing checked.
-    let ops: std::collections::BTreeSet<&str> = cells.iter().map(|(_, op, _, _)| *op).collect();
+    let mut sweep_cells = sweep::cells()?;
+    // FAULT_MATRIX_ONLY=Op[,Op] runs the rows of those operations alone (the steps' and the
+    // sweep's), and FAULT_MATRIX_COLUMNS=Column[,Column] (as the summary names them) those
+    // columns alone (while working on one call or one fault). A filter that leaves no cell (a
+    // typo, an operation nothing calls) fails the run rather than passing it with nothing checked.
+    let ops: BTreeSet<&str> = cells
+        .iter()
+        .map(|(_, op, _, _)| *op)
+        .chain(sweep_cells.iter().map(|(op, _, _)| *op))
+        .collect();
     if let Ok(only) = std::env::var("FAULT_MATRIX_ONLY") {
-        cells.retain(|(_, op, _, _)| only.split(',').any(|o| o.trim() == *op));
+        let wanted = |op: &str| only.split(',').any(|o| o.trim() == op);
+        cells.retain(|(_, op, _, _)| wanted(op));
+        sweep_cells.retain(|(op, _, _)| wanted(op));
         ensure!(
-            !cells.is_empty(),
+            !cells.is_empty() || !sweep_cells.is_empty(),
             "FAULT_MATRIX_ONLY={only:?} leaves no cell of the fault matrix; the operations with cells are: {}",
             ops.iter().copied().collect::<Vec<_>>().join(", ")
         );
     }
     if let Ok(only) = std::env::var("FAULT_MATRIX_COLUMNS") {
-        cells
-            .retain(|(_, _, column, _)| only.split(',').any(|c| c.trim() == format!("{column:?}")));
+        let wanted = |column: &Column| only.split(',').any(|c| c.trim() == format!("{column:?}"));
+        cells.retain(|(_, _, column, _)| wanted(column));
+        sweep_cells.retain(|(_, column, _)| wanted(column));
         ensure!(
-            !cells.is_empty(),
+            !cells.is_empty() || !sweep_cells.is_empty(),
             "FAULT_MATRIX_COLUMNS={only:?} leaves no cell of the fault matrix (columns are named as the summary names them)"
         );
     }
-    ensure!(!cells.is_empty(), "the fault matrix has no cell to run");
+    ensure!(
+        !cells.is_empty() || !sweep_cells.is_empty(),
+        "the fault matrix has no cell to run"
+    );
     // One cell at a time: the emulator is the bottleneck, and three concurrent workers made the
     // matrix slower here (236 s against 188 s).
-    let tally = run_cells(w, api, plan, cells).await?;
+    let (tally, sweep_tally, sweep_took) = run_cells(w, api, plan, cells, sweep_cells).await?;
     eprintln!(
         "  fault matrix: {} cells run, {} converged, {} keys leaked, {} secrets left invalid, {} rows exempt; {:.1}s",
-        tally.cells,
-        tally.converged,
-        tally.leaked,
-        tally.invalid,
+        tally.cells + sweep_tally.cells,
+        tally.converged + sweep_tally.converged,
+        tally.leaked + sweep_tally.leaked,
+        tally.invalid + sweep_tally.invalid,
         exempted.len(),
         started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "    of which the sweep's rows: {} cells run, {} converged; {:.1}s",
+        sweep_tally.cells,
+        sweep_tally.converged,
+        sweep_took.as_secs_f64()
     );
     for e in &exempted {
         eprintln!("    exempt {e}");
     }
+    let failures: Vec<&String> = tally.failures.iter().chain(&sweep_tally.failures).collect();
     ensure!(
-        tally.failures.is_empty(),
+        failures.is_empty(),
         "{} failing cells:\n    {}",
-        tally.failures.len(),
-        tally.failures.join("\n    ")
+        failures.len(),
+        failures
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join("\n    ")
     );
     ensure!(
-        tally.leaked == 0 && tally.invalid == 0,
+        tally.leaked + sweep_tally.leaked == 0 && tally.invalid + sweep_tally.invalid == 0,
         "leaks or invalid secrets"
     );
     Ok(())
 }
 
+/// Runs the steps' cells, then the sweep's: (the steps' tally, the sweep's, the sweep's time).
 async fn run_cells(
     w: Arc<World>,
     api: String,
     plan: String,
     cells: Vec<(Step, &'static str, Column, Scenario)>,
-) -> R<Tally> {
+    sweep_cells: Vec<(&'static str, Column, sweep::SweepScenario)>,
+) -> R<(Tally, Tally, Duration)> {
     let proxy = Proxy::start(&w.endpoint).await?;
     let r = w.rotator(&proxy.endpoint, config()).await?;
     let slow = SdkSettings {
@@ -317,7 +357,12 @@ async fn run_cells(
         }
     }
     proxy.clear();
-    Ok(tally)
+    let sweep_started = Instant::now();
+    let mut sweep_tally = Tally::default();
+    if !sweep_cells.is_empty() {
+        sweep::run_cells(&w, &proxy, sweep_cells, &mut sweep_tally).await?;
+    }
+    Ok((tally, sweep_tally, sweep_started.elapsed()))
 }
 
 /// One cell. Returns the number of leaked keys, or why the invariants do not hold.
@@ -339,11 +384,12 @@ async fn cell(
     proxy.reset_counts();
     proxy.set_phase(None);
     let key_name = w.unique("matrix");
-    let tags = [
+    let mut tags = vec![
         ("KeyName", key_name.as_str()),
         ("UsagePlan", plan),
         ("OldKeyAction", sc.policy),
     ];
+    tags.extend(sc.grace.map(|g| ("GracePeriod", g)));
     let mut migrated = None;
     let (secret, old) = if sc.migrated {
         let (id, value) = w.create_key(&key_name).await?;
@@ -406,6 +452,9 @@ async fn cell(
     // The first try of the faulted step: how long it took, and how the first failure read.
     let mut faulted_step_took = None;
     let mut first_error = None;
+    // With a grace period: when the finishSecret invocation that moved AWSCURRENT started
+    // (seconds since the epoch), a lower bound of the move's time.
+    let mut moved_by = None;
     for attempt in 0..6 {
         if attempt == 2 {
             proxy.clear();
@@ -421,8 +470,18 @@ async fn cell(
             }
             proxy.set_phase(Some(name));
             let started = Instant::now();
+            let started_at = epoch_secs();
             let result = r.handle(&World::event(name, &secret, &token)).await;
             proxy.set_phase(None);
+            if sc.grace.is_some() && name == "finishSecret" && moved_by.is_none() {
+                let versions = w.versions(&secret).await?;
+                if versions
+                    .get(&token)
+                    .is_some_and(|v| v.iter().any(|l| l == "AWSCURRENT"))
+                {
+                    moved_by = Some(started_at);
+                }
+            }
             if attempt == 0 && name == phase {
                 faulted_step_took = Some(started.elapsed());
             }
@@ -493,6 +552,14 @@ async fn cell(
         );
     }
     let expected: BTreeSet<String> = match sc.policy {
+        _ if sc.grace.is_some() => {
+            ensure!(
+                old_now.as_ref().is_some_and(|k| k.enabled()),
+                "the previous key did not keep working through its grace period"
+            );
+            check_scheduled_once(w, &secret, &old, sc.grace, moved_by).await?;
+            BTreeSet::from([new.clone(), old.clone()])
+        }
         "disable" => {
             ensure!(
                 old_now.as_ref().is_some_and(|k| !k.enabled()),
@@ -522,4 +589,59 @@ async fn cell(
         .collect();
     made.extend(tied_ids(w, &secret).await?);
     Ok(made.difference(&expected).count())
+}
+
+/// Seconds since the epoch, now, with their fraction.
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// The secret's schedule holds exactly one entry, the previous key's, due no sooner than the
+/// grace period after AWSCURRENT moved (`moved_by`: when the invocation that moved it started).
+async fn check_scheduled_once(
+    w: &World,
+    secret: &str,
+    previous: &str,
+    grace: Option<&str>,
+    moved_by: Option<f64>,
+) -> R<()> {
+    let grace = grace
+        .map(GracePeriod::parse)
+        .transpose()?
+        .flatten()
+        .ok_or("no grace period")?;
+    let moved_by = moved_by.ok_or("AWSCURRENT never moved to the token")?;
+    let schedule = schedule_of(w, secret).await?;
+    ensure!(
+        schedule.unreadable.is_empty() && schedule.due.len() == 1,
+        "expected one schedule entry, for the previous key {previous}: {schedule:?}"
+    );
+    let due = schedule.due.get(previous).ok_or_else(|| {
+        format!("no schedule entry for the previous key {previous}: {schedule:?}")
+    })?;
+    let early = (*due as f64) < moved_by + grace.seconds() as f64;
+    ensure!(
+        !early,
+        "the previous key is due at {due}, sooner than the grace ({grace}) after AWSCURRENT moved (by {moved_by:.0})"
+    );
+    Ok(())
+}
+
+/// The retirements scheduled on the secret's tags, as the function reads them.
+pub(crate) async fn schedule_of(w: &World, secret: &str) -> R<Schedule> {
+    let d = w.sm.describe_secret().secret_id(secret).send().await?;
+    let tags: Vec<(String, String)> = d
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    Ok(Schedule::from_tags(&tags))
 }
