@@ -7,12 +7,19 @@
 //! `rollback --apply [--force]` (between rotations and between a rotation's steps, each
 //! interrupted at any call), and faults (a call failing, or its answer lost after it took
 //! effect), each followed by the whole rotation being re-run with the same token, as Secrets
-//! Manager does. The real handler and the real operator code run over in-memory fakes of their
-//! ports (`tests/fakes`), playing AWS or LocalStack where they differ. After every action the
+//! Manager does. Some secrets have a grace period (their GracePeriod tag, or the function's
+//! GRACE_PERIOD): time passes, and the retirement sweep runs (faulted at any of its calls, or
+//! raced by a person's roll-back). The real handler and the real operator code run over
+//! in-memory fakes of their ports (`tests/fakes`), playing AWS or LocalStack where they differ. After every action the
 //! safety invariant is checked (the key AWSCURRENT names works, under keep-previous the key
 //! AWSPREVIOUS names works, nothing outside the secret changed); after every completed rotation
 //! the ownership invariant (`docs/design/ownership.md`: under disable and keep-previous the key
-//! AWSPREVIOUS names must still exist); a failure names the action.
+//! AWSPREVIOUS names must still exist); a failure names the action. With grace periods: a key in
+//! its grace period is never deleted or disabled by anything; a sweep touches only due keys,
+//! reports every fault it hits, and without one retires each due key by the part it plays
+//! (`Model::part`: never a key a label other than AWSPREVIOUS holds); a roll-back that lands
+//! while a sweep still reads the secret is respected; and at the end, once every grace period
+//! has ended and a sweep has run, no key is alive but those the labels need.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 256).
 
@@ -23,8 +30,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use api_key_rotator::config::{FunctionConfig, OldKeyAction, TIE_TAG};
+use api_key_rotator::grace::{now_secs, schedule_tag, GracePeriod, Schedule};
 use api_key_rotator::ops::{Operator, SettingsOverrides, Shared};
+use api_key_rotator::ownership::Claim;
 use api_key_rotator::ports::{AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use api_key_rotator::rotation::SWEEP_CALLS;
+use api_key_rotator::secret::CurrentValue;
 use api_key_rotator::Rotator;
 use fakes::{
     lock, Account, DataPlane, FakeGateway, FakeSecrets, Fault, FaultKind, NoFunctions, Playing,
@@ -44,9 +55,11 @@ const POLICIES: [OldKeyAction; 3] = [
 ];
 /// p1 and p3 cover the same stage (a1/prod); p2 covers a2.
 const PLANS: [&str; 4] = ["p1", "p2", "p1,p2", "p3"];
-const OPS: [&str; 18] = [
+const OPS: [&str; 20] = [
     "ListSecretVersionIds",
     "ListSecrets",
+    "secretsmanager:TagResource",
+    "secretsmanager:UntagResource",
     "GetTags",
     "DescribeSecret",
     "GetSecretValue",
@@ -66,6 +79,25 @@ const OPS: [&str; 18] = [
 ];
 /// Secrets Manager played strictly: the first try and five re-runs.
 const TRIES: usize = 6;
+/// The grace period of the secrets that have one (`Grace`).
+const GRACE: &str = "2h";
+/// Time passing within the grace period (twice leaves 20 minutes: no due time sits within a
+/// second of the clock, where the real seconds ticking during a case would decide), and past
+/// every due time finishSecret can write (the grace, plus the invocation's time left, unknown
+/// here: 300 s).
+const PASS_SOME: i64 = 3000;
+const PASS_ALL: i64 = 8000;
+
+/// Where the secret's grace period comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grace {
+    None,
+    /// The secret's GracePeriod tag, while its policy is delete or disable (a person removes it
+    /// for keep-previous, as the finding `grace-period-with-keep-previous` asks).
+    Tag,
+    /// The function's GRACE_PERIOD (not applied under keep-previous).
+    Default,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -132,6 +164,14 @@ enum Action {
     /// A `TestUrl` on an API the plans cover is set (kept pointing at one as `UsagePlan`
     /// changes) or removed: testSecret then probes the data plane with the new key.
     TestUrl(bool),
+    /// Time passes (seconds): every scheduled retirement comes this much closer.
+    TimePasses(i64),
+    /// Time passes (seconds, maybe none), then the retirement sweep runs, with a fault at one
+    /// of its calls (`SWEEP_CALLS`).
+    Sweep(i64, Option<(usize, u32, FaultKind)>),
+    /// Every grace period ends; then a sweep runs while a person rolls back (the documented
+    /// roll-back) after this many of the sweep's calls.
+    SweepDuringRollBack(u32),
 }
 
 /// An operator command, run through the real operator code (`api_key_rotator::ops`).
@@ -204,7 +244,25 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::DeleteCurrentKey),
         1 => any::<bool>().prop_map(Action::FullTags),
         1 => any::<bool>().prop_map(Action::TestUrl),
+        2 => prop_oneof![Just(PASS_SOME), Just(PASS_ALL)].prop_map(Action::TimePasses),
+        2 => (
+            prop_oneof![Just(0), Just(PASS_SOME), Just(PASS_ALL)],
+            prop::option::weighted(
+                0.6,
+                (
+                    0..SWEEP_CALLS.len(),
+                    0u32..3,
+                    prop_oneof![Just(FaultKind::Fail), Just(FaultKind::LostAnswer)],
+                ),
+            ),
+        )
+            .prop_map(|(pass, fault)| Action::Sweep(pass, fault)),
+        1 => (0u32..16).prop_map(Action::SweepDuringRollBack),
     ]
+}
+
+fn grace() -> impl Strategy<Value = Grace> {
+    prop_oneof![Just(Grace::None), Just(Grace::Tag), Just(Grace::Default)]
 }
 
 fn start() -> impl Strategy<Value = Start> {
@@ -223,6 +281,15 @@ enum Outcome {
     Refused,
     /// A forced roll-back cancelled it.
     Cancelled,
+}
+
+/// The part a scheduled key plays, as the model reads the labelled versions (`Model::part`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Gone,
+    Needed,
+    Previous,
+    Unheld,
 }
 
 /// The versions holding AWSCURRENT and AWSPREVIOUS: (version, key, key enabled if it exists).
@@ -248,7 +315,7 @@ struct Model {
     policy: OldKeyAction,
     last_token: Option<String>,
     tokens: u32,
-    /// The last rotation stopped at a refused, rolled-back token.
+    /// The last rotation action stopped at a refused, rolled-back token.
     refused: bool,
     /// The current `KeyName`.
     key_name: usize,
@@ -257,10 +324,11 @@ struct Model {
     /// The `UsagePlan` tag (an index into PLANS), and whether a TestUrl is set.
     plans: usize,
     test_url: bool,
+    grace: Grace,
 }
 
 impl Model {
-    fn new(start: Start, playing: Playing) -> Model {
+    fn new(start: Start, grace: Grace, playing: Playing) -> Model {
         let account = Account::new(playing);
         account.add_plan("p1", "a1");
         account.add_plan("p2", "a2");
@@ -297,15 +365,22 @@ impl Model {
                 Some(json!({"api_key_id": id}).to_string())
             }
         };
-        let arn = account.add_secret(
-            "partner-a-secret",
-            value,
-            &[
-                ("KeyName", "partner-a"),
-                ("UsagePlan", "p1"),
-                ("OldKeyAction", "delete"),
-            ],
-        );
+        let mut tags = vec![
+            ("KeyName", "partner-a"),
+            ("UsagePlan", "p1"),
+            ("OldKeyAction", "delete"),
+        ];
+        if grace == Grace::Tag {
+            tags.push(("GracePeriod", GRACE));
+        }
+        let arn = account.add_secret("partner-a-secret", value, &tags);
+        let config = || FunctionConfig {
+            default_grace: match grace {
+                Grace::Default => GracePeriod::parse(GRACE).ok().flatten(),
+                _ => None,
+            },
+            ..FunctionConfig::default()
+        };
         let neighbours = [neighbour, manual, foreign_disabled.clone()]
             .into_iter()
             .map(|id| {
@@ -319,7 +394,7 @@ impl Model {
                 FakeSecrets(account.clone()),
                 FakeGateway(account.clone()),
                 DataPlane(account.clone()),
-                Ok(FunctionConfig::default()),
+                Ok(config()),
             ),
             NoFunctions,
             // The operator knows the rotation function's allow-lists, as it does with
@@ -337,7 +412,7 @@ impl Model {
             FakeSecrets(account.clone()),
             FakeGateway(account.clone()),
             DataPlane(account.clone()),
-            Ok(FunctionConfig::default()),
+            Ok(config()),
         );
         Model {
             account,
@@ -355,6 +430,7 @@ impl Model {
             deleted_by_hand: BTreeSet::new(),
             plans: 0,
             test_url: false,
+            grace,
         }
     }
 
@@ -631,7 +707,7 @@ impl Model {
     }
 
     /// The documented roll-back (`docs/operations.md`).
-    fn roll_back(&mut self, clear_pending: bool) -> bool {
+    fn roll_back(&self, clear_pending: bool) -> bool {
         let (Some(current), Some(previous)) = (
             self.account.version_with(&self.arn, AWSCURRENT),
             self.account.version_with(&self.arn, AWSPREVIOUS),
@@ -650,6 +726,20 @@ impl Model {
         }
         if !lock(&self.account.keys).contains_key(&previous_key) {
             return false; // under delete the old key is gone: rotate again instead
+        }
+        // Nor to a key a retirement left half done (detached from a plan its value names: a
+        // sweep that failed after its grace ended): by hand, a person rolls back only to a key
+        // that is on its plans (`rollback --apply` attaches it first).
+        let plans: BTreeSet<String> = self
+            .version_value(AWSPREVIOUS)
+            .and_then(|v| v.get("usage_plan_ids").cloned())
+            .and_then(|p| p.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect();
+        if !plans.is_subset(&self.account.plans_of(&previous_key)) {
+            return false;
         }
         self.account.set_enabled_raw(&previous_key, true);
         if self
@@ -822,6 +912,251 @@ impl Model {
         format!("{keys:?} {:?}", self.account.stages(&self.arn))
     }
 
+    /// The secret's scheduled retirements, as its tags hold them now.
+    fn schedule(&self) -> Schedule {
+        lock(&self.account.secrets)
+            .get(&self.arn)
+            .map(|s| Schedule::from_tags(&s.tags))
+            .unwrap_or_default()
+    }
+
+    /// The keys in their grace period now (a schedule entry due later, or unreadable) that
+    /// exist: key → (enabled, due; unreadable: never).
+    fn in_grace(&self) -> BTreeMap<String, (bool, i64)> {
+        let schedule = self.schedule();
+        let keys = lock(&self.account.keys);
+        schedule
+            .kept_at(now_secs())
+            .into_iter()
+            .filter_map(|id| {
+                let due = schedule.due.get(&id).copied().unwrap_or(i64::MAX);
+                keys.get(&id).map(|k| (id.clone(), (k.key.enabled, due)))
+            })
+            .collect()
+    }
+
+    /// A key in its grace period is never deleted or disabled, by any step, command or sweep
+    /// (a person may delete one by hand). `in_grace` was read before the action; a key whose
+    /// due time the clock reached during it is left out.
+    fn check_grace(&self, in_grace: &BTreeMap<String, (bool, i64)>) -> Result<(), String> {
+        let now = now_secs();
+        let keys = lock(&self.account.keys);
+        for (id, (enabled, due)) in in_grace {
+            if self.deleted_by_hand.contains(id) || *due <= now {
+                continue;
+            }
+            match keys.get(id) {
+                None => return Err(format!("the key {id} was deleted during its grace period")),
+                Some(k) if *enabled && !k.key.enabled => {
+                    return Err(format!("the key {id} was disabled during its grace period"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Time passes: every schedule entry of the secret moves `by` seconds earlier.
+    fn pass_time(&self, by: i64) {
+        let schedule = self.schedule();
+        if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+            for (id, due) in schedule.due {
+                let (k, v) = schedule_tag(&id, due - by);
+                s.tags.retain(|(t, _)| *t != k);
+                s.tags.push((k, v));
+            }
+        }
+    }
+
+    /// Every key's state: id → (enabled, plans).
+    fn key_states(&self) -> BTreeMap<String, (bool, BTreeSet<String>)> {
+        lock(&self.account.keys)
+            .iter()
+            .map(|(id, k)| (id.clone(), (k.key.enabled, self.account.plans_of(id))))
+            .collect()
+    }
+
+    /// What a sweep may do to the scheduled key `id`, by the part it plays in the labelled
+    /// versions now (the rule of `Survey::retirement`, stated here on its own): a version
+    /// labelled other than AWSPREVIOUS holds it (rolled back to, still current, staged), a
+    /// version the function cannot read mentions it, or an open rotation is making it: kept.
+    /// Held by AWSPREVIOUS alone: retired by the policy. Held by no labelled version: deleted.
+    fn part(&self, id: &str) -> Part {
+        let Some(name) = lock(&self.account.keys).get(id).map(|k| k.key.name.clone()) else {
+            return Part::Gone;
+        };
+        let mut previous = false;
+        for (version, stages) in self.account.stages(&self.arn) {
+            let open = stages.contains(AWSPENDING) && !stages.contains(AWSCURRENT);
+            let made_for_it = name
+                .strip_suffix(version.as_str())
+                .is_some_and(|p| p.len() > 1 && p.ends_with('-'));
+            if open && made_for_it {
+                return Part::Needed;
+            }
+            let raw = self.account.value_of(&self.arn, &version);
+            let strict = CurrentValue::parse(raw.as_deref()).is_ok();
+            let claim = Claim::read(raw.as_deref(), strict);
+            if !claim.holds(id) {
+                continue;
+            }
+            if claim.key_id() != Some(id) || stages.iter().any(|s| s != AWSPREVIOUS) {
+                return Part::Needed;
+            }
+            previous = true;
+        }
+        if previous {
+            Part::Previous
+        } else {
+            Part::Unheld
+        }
+    }
+
+    /// `pass` seconds pass, then a sweep runs with `fault` armed. Whatever happens, keys not
+    /// due are untouched (those in their grace period included) and a fault it hit is
+    /// reported; without a fault, every due key is retired by its part (`part`) and its
+    /// schedule entry removed (a kept key's stays while a rotation is open).
+    async fn sweep(
+        &mut self,
+        pass: i64,
+        fault: Option<(usize, u32, FaultKind)>,
+    ) -> Result<(), String> {
+        self.pass_time(pass);
+        let in_grace = self.in_grace();
+        let now = now_secs();
+        let schedule = self.schedule();
+        let due: BTreeMap<String, Part> = schedule
+            .due_by(now)
+            .into_iter()
+            .map(|(id, _)| {
+                let part = self.part(&id);
+                (id, part)
+            })
+            .collect();
+        // Due by the time the sweep reads the clock, perhaps: the clock may tick in between.
+        let maybe_due: BTreeSet<String> = schedule
+            .due_by(now + 1)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let before = self.key_states();
+        self.account.arm(fault.map(|(op, nth, kind)| Fault {
+            op: SWEEP_CALLS[op],
+            nth,
+            kind,
+        }));
+        let out = self.rotator.sweep().await;
+        let hit = fault.is_some() && lock(&self.account.fault).is_none();
+        self.account.arm(None);
+        let failed = match &out {
+            Err(e) => Some(e.to_string()),
+            Ok(o) => o.failed.first().map(|(_, f)| f.to_string()),
+        };
+        let after = self.key_states();
+        self.check_grace(&in_grace)?;
+        for (id, state) in &before {
+            if !maybe_due.contains(id) && after.get(id) != Some(state) {
+                return Err(format!(
+                    "the sweep changed the key {id}, which no due retirement names: {state:?} -> {:?}",
+                    after.get(id)
+                ));
+            }
+        }
+        if hit {
+            return match failed {
+                Some(_) => Ok(()),
+                None => Err(format!("the sweep hit {fault:?} and reported no failure")),
+            };
+        }
+        if let Some(f) = failed {
+            return Err(format!("a sweep without a fault failed: {f}"));
+        }
+        let left = self.schedule();
+        // A kept key's entry stays while a rotation is open (its re-run writes it again).
+        let open = self
+            .account
+            .stages(&self.arn)
+            .values()
+            .any(|s| s.contains(AWSPENDING) && !s.contains(AWSCURRENT));
+        for (id, part) in &due {
+            let kept = *part == Part::Needed
+                || (*part == Part::Previous && self.policy == OldKeyAction::KeepPrevious);
+            if left.due.contains_key(id) && !(kept && open) {
+                return Err(format!(
+                    "the sweep left the due key {id}'s schedule entry ({part:?})"
+                ));
+            }
+            let (was, now) = (before.get(id), after.get(id));
+            let kept = now == was;
+            let ok = match (part, self.policy) {
+                (Part::Gone, _) => now.is_none(),
+                (Part::Needed, _) | (Part::Previous, OldKeyAction::KeepPrevious) => kept,
+                (Part::Previous, OldKeyAction::Disable) => now
+                    .is_some_and(|(enabled, plans)| !enabled && Some(plans) == was.map(|(_, p)| p)),
+                (Part::Previous, OldKeyAction::Delete) | (Part::Unheld, _) => now.is_none(),
+            };
+            if !ok {
+                return Err(format!(
+                    "the due key {id} ({part:?}, {}) is {now:?} after the sweep, was {was:?}",
+                    self.policy.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every grace period ends; a sweep runs while a person rolls back after `after` of its
+    /// calls. A roll-back that lands while the sweep is still reading the secret (before its
+    /// last read of a version's value) is respected: the key AWSCURRENT then names, if it
+    /// worked, still works. (One that lands after the sweep's last read races the retirement:
+    /// there is no compare-and-set, and the roll-back belongs inside the grace period.)
+    async fn sweep_during_roll_back(&mut self, after: u32) -> Result<(), String> {
+        self.account.arm(None);
+        self.pass_time(PASS_ALL);
+        let before = self.key_states();
+        let current_before = self.account.version_with(&self.arn, AWSCURRENT);
+        let start = lock(&self.account.log).len();
+        let person = async {
+            for _ in 0..after {
+                tokio::task::yield_now().await;
+            }
+            let at = lock(&self.account.log).len();
+            self.roll_back(true).then_some(at)
+        };
+        let (_, rolled_back_at) = tokio::join!(self.rotator.sweep(), person);
+        let last_read = lock(&self.account.log)
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, op)| *op == "GetSecretValue")
+            .map(|(i, _)| i)
+            .next_back();
+        let respected = matches!((rolled_back_at, last_read), (Some(at), Some(read)) if at <= read);
+        if let Some(k) = self.key_of(AWSCURRENT) {
+            let worked = before.get(&k).is_some_and(|(enabled, _)| *enabled);
+            let works = lock(&self.account.keys)
+                .get(&k)
+                .is_some_and(|key| key.key.enabled);
+            if worked && !works {
+                if respected {
+                    return Err(format!(
+                        "a roll-back to the key {k} landed while the sweep was reading the secret, and the sweep retired the key"
+                    ));
+                }
+                // Rolled back to a key whose grace had ended, as the sweep retired it: the
+                // person rolls forward again.
+                let now = self.account.version_with(&self.arn, AWSCURRENT);
+                let _ = self.account.update_stage(
+                    &self.arn,
+                    AWSCURRENT,
+                    current_before.as_deref(),
+                    now.as_deref(),
+                );
+            }
+        }
+        self.check_neighbours()
+    }
+
     /// The invariant after a completed rotation (`docs/design/ownership.md`).
     fn check(&self) -> Result<(), String> {
         let keys = lock(&self.account.keys).clone();
@@ -849,10 +1184,13 @@ impl Model {
                 "the key {id} a listing hid is not tied to the secret"
             ));
         }
+        // A key in its grace period is kept, enabled (checked after every action), whatever
+        // its part; the closing sweep, once every grace has ended, leaves none.
+        let in_grace = self.in_grace();
         let others: BTreeSet<&String> = alive
             .iter()
             .copied()
-            .filter(|id| **id != current && !hidden(id))
+            .filter(|id| **id != current && !hidden(id) && !in_grace.contains_key(*id))
             .collect();
         // Under disable and keep-previous the key AWSPREVIOUS names is the one clients fall back
         // to: when it is one the secret held, it must still exist (issue 20).
@@ -885,8 +1223,10 @@ impl Model {
                 }
             }
             OldKeyAction::KeepPrevious => {
-                let expected: BTreeSet<&String> =
-                    previous.iter().filter(|p| keys.contains_key(*p)).collect();
+                let expected: BTreeSet<&String> = previous
+                    .iter()
+                    .filter(|p| keys.contains_key(*p) && !in_grace.contains_key(*p))
+                    .collect();
                 if others != expected {
                     return Err(format!(
                         "keep-previous: expected exactly the previous key besides the current one: {others:?} (previous {previous:?})"
@@ -953,7 +1293,14 @@ impl Model {
     /// One action, then the safety invariant.
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
         let before = self.labelled_state();
+        let in_grace = self.in_grace();
         self.act(action).await?;
+        if !matches!(
+            action,
+            Action::TimePasses(_) | Action::Sweep(..) | Action::SweepDuringRollBack(_)
+        ) {
+            self.check_grace(&in_grace)?;
+        }
         if matches!(action, Action::DeleteCurrentKey) {
             return self.check_neighbours();
         }
@@ -969,6 +1316,7 @@ impl Model {
                 replan,
                 during,
             } => {
+                self.refused = false;
                 let before = self.snapshot();
                 let outcome = self
                     .rotate(*fault, *duplicate, *rename_after, *replan, *during)
@@ -1002,7 +1350,19 @@ impl Model {
                 self.policy = POLICIES[*n];
                 self.account
                     .set_tag(&self.arn, "OldKeyAction", POLICIES[*n].as_str());
+                if self.grace == Grace::Tag {
+                    if self.policy == OldKeyAction::KeepPrevious {
+                        if let Some(s) = lock(&self.account.secrets).get_mut(&self.arn) {
+                            s.tags.retain(|(k, _)| k != "GracePeriod");
+                        }
+                    } else {
+                        self.account.set_tag(&self.arn, "GracePeriod", GRACE);
+                    }
+                }
             }
+            Action::TimePasses(by) => self.pass_time(*by),
+            Action::Sweep(pass, fault) => self.sweep(*pass, *fault).await?,
+            Action::SweepDuringRollBack(after) => self.sweep_during_roll_back(*after).await?,
             Action::Plan(n) => self.set_plans(*n),
             Action::TestUrl(on) => {
                 self.test_url = *on;
@@ -1144,13 +1504,23 @@ impl Model {
     }
 }
 
-fn run(start: Start, playing: Playing, actions: &[Action]) -> Result<(), String> {
+fn plain_rotation() -> Action {
+    Action::Rotate {
+        fault: None,
+        duplicate: None,
+        rename_after: None,
+        replan: None,
+        during: None,
+    }
+}
+
+fn run(start: Start, grace: Grace, playing: Playing, actions: &[Action]) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut model = Model::new(start, playing);
+        let mut model = Model::new(start, grace, playing);
         for (i, action) in actions.iter().enumerate() {
             model
                 .apply(action)
@@ -1158,18 +1528,24 @@ fn run(start: Start, playing: Playing, actions: &[Action]) -> Result<(), String>
                 .map_err(|e| format!("after action {i} ({action:?}): {e}"))?;
         }
         // Whatever happened, one more clean rotation, with every listing caught up, ends in
-        // the invariant.
+        // the invariant; then every grace period ends and a sweep runs: no key is left alive
+        // but those the labels need (`Model::check`, with no key in its grace period).
         model.account.end_lag();
         model
-            .apply(&Action::Rotate {
-                fault: None,
-                duplicate: None,
-                rename_after: None,
-                replan: None,
-                during: None,
-            })
+            .apply(&plain_rotation())
             .await
-            .map_err(|e| format!("the closing rotation: {e}"))
+            .map_err(|e| format!("the closing rotation: {e}"))?;
+        let closing = async {
+            // A closing rotation that re-ran a rolled-back version was refused (the operator
+            // then removed AWSPENDING): the next one completes.
+            if model.refused {
+                model.apply(&plain_rotation()).await?;
+            }
+            model.apply(&Action::TimePasses(PASS_ALL)).await?;
+            model.apply(&Action::Sweep(0, None)).await?;
+            model.check()
+        };
+        closing.await.map_err(|e| format!("the closing sweep: {e}"))
     })
 }
 
@@ -1195,10 +1571,11 @@ proptest! {
     #[test]
     fn every_key_the_secret_held_is_retired_by_its_policy(
         start in start(),
+        grace in grace(),
         playing in prop_oneof![Just(Playing::LocalStack), Just(Playing::Aws)],
         actions in prop::collection::vec(action(), 1..14),
     ) {
-        let outcome = run(start, playing, &actions);
+        let outcome = run(start, grace, playing, &actions);
         prop_assert!(outcome.is_ok(), "{}", outcome.err().unwrap_or_default());
     }
 }
@@ -1434,13 +1811,73 @@ fn the_named_sequences_hold() {
             vec![plain(), Action::TamperRecord, plain(), plain()],
         ),
     ];
+    let sweep = || Action::Sweep(0, None);
+    let all_due = || Action::TimePasses(PASS_ALL);
+    let grace_cases: Vec<(&str, Start, Grace, Vec<Action>)> = vec![
+        (
+            "grace: two rotations within one grace keep both old keys; both retired once due",
+            Start::Empty,
+            Grace::Tag,
+            vec![
+                plain(),
+                plain(),
+                Action::TimePasses(PASS_SOME),
+                plain(),
+                Action::Operate(Command::Cleanup(None)),
+                sweep(),
+                all_due(),
+                sweep(),
+            ],
+        ),
+        (
+            "grace: rolled back to during its grace, the key survives the sweep",
+            Start::Migrated,
+            Grace::Tag,
+            vec![plain(), plain(), Action::RollBack, all_due(), sweep(), plain()],
+        ),
+        (
+            "grace: under disable, the function's GRACE_PERIOD, a failed sweep, then one that converges",
+            Start::Adopted,
+            Grace::Default,
+            vec![
+                Action::Policy(1),
+                plain(),
+                plain(),
+                all_due(),
+                Action::Sweep(
+                    0,
+                    Some((
+                    SWEEP_CALLS
+                        .iter()
+                        .position(|o| *o == "UpdateApiKey")
+                        .unwrap_or(0),
+                    0,
+                    FaultKind::LostAnswer,
+                    )),
+                ),
+                sweep(),
+                Action::RollBack,
+                plain(),
+            ],
+        ),
+        (
+            "grace: a roll-back at every point of a sweep",
+            Start::Empty,
+            Grace::Tag,
+            (0..16)
+                .flat_map(|after| [plain(), Action::SweepDuringRollBack(after)])
+                .collect(),
+        ),
+    ];
     let failures: Vec<String> = cases
         .into_iter()
-        .flat_map(|(name, start, actions)| {
+        .map(|(name, start, actions)| (name, start, Grace::None, actions))
+        .chain(grace_cases)
+        .flat_map(|(name, start, grace, actions)| {
             [Playing::LocalStack, Playing::Aws]
                 .into_iter()
                 .filter_map(move |playing| {
-                    run(start, playing, &actions)
+                    run(start, grace, playing, &actions)
                         .err()
                         .map(|e| format!("{name} ({playing:?}): {e}"))
                 })
