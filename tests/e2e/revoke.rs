@@ -483,9 +483,9 @@ async fn revoke_retires_every_other_key_at_once(w: Arc<World>) -> R<()> {
             "{policy}: --apply: {}",
             apply.stdout
         );
-        // With a grace, the revoke's own finishSecret scheduled the key it moved AWSCURRENT
-        // from: three schedule entries to remove.
-        let untags = if grace.is_some() { 3 } else { 0 };
+        // With a grace, the two keys the set-up rotations scheduled: the revoke's own
+        // finishSecret retires the key it moves AWSCURRENT from at once, unscheduled.
+        let untags = if grace.is_some() { 2 } else { 0 };
         ensure!(
             proxy.calls("RotateSecret") == 1
                 && proxy.calls("secretsmanager:UntagResource") == untags,
@@ -501,13 +501,21 @@ async fn revoke_retires_every_other_key_at_once(w: Arc<World>) -> R<()> {
         };
         // Under keep-previous (no grace) the revoke's own finishSecret deleted the key that
         // was previous (no version holds it once AWSPREVIOUS moves): the command retires the
-        // rest.
+        // rest. With a grace, the revoke's finishSecret retired the key that was current at
+        // once, by the policy (a revoke's rotation gives no grace): deleted, or disabled
+        // already when the command comes to it.
+        let by_finish = grace.is_some();
         let want: BTreeMap<String, String> = owned
             .iter()
             .filter(|id| grace.is_some() || *id == previous)
+            .filter(|id| !(by_finish && policy == OldKeyAction::Delete && *id == previous))
             .map(|id| {
                 let outcome = if disabled.contains(&id.as_str()) {
-                    "disabled"
+                    if by_finish {
+                        "disabled already"
+                    } else {
+                        "disabled"
+                    }
                 } else {
                     "deleted"
                 };
@@ -641,17 +649,20 @@ async fn revoke_interrupted_then_run_again(w: Arc<World>) -> R<()> {
         first.stdout
     );
     deliver_steps(&f, &s.arn, &token).await?;
-    // finishSecret scheduled the key it moved AWSCURRENT from, as in any rotation.
+    // The revoke's finishSecret retired the key it moved AWSCURRENT from at once (a revoke's
+    // rotation gives no grace: the leaked key dies with the rotation even if the command does
+    // not come back); the older keys are still in their grace, scheduled.
+    let (older, leaked) = s.keys.split_at(s.keys.len() - 1);
+    let older: BTreeSet<String> = older.iter().cloned().collect();
     ensure!(
-        scheduled(&w, &s.arn).await? == s.keys.iter().cloned().collect(),
-        "after the revoke's rotation every old key is scheduled, none retired"
+        scheduled(&w, &s.arn).await? == older && w.key(&leaked[0]).await?.is_none(),
+        "after the revoke's rotation: the key current before it deleted, the older ones scheduled"
     );
     let versions = w.versions(&s.arn).await?;
     let (dry, _) = dry_run(&w, &proxy, &s).await?;
     ensure!(
         rotation_state(&dry) == ("finished-earlier", Some(token.as_str()), false)
-            && outcomes(&dry).keys().cloned().collect::<BTreeSet<_>>()
-                == s.keys.iter().cloned().collect(),
+            && outcomes(&dry).keys().cloned().collect::<BTreeSet<_>>() == older,
         "the plan after the revoke's rotation completed: {}",
         dry.stdout
     );
@@ -688,7 +699,7 @@ async fn revoke_interrupted_then_run_again(w: Arc<World>) -> R<()> {
         finish.code == 0
             && rotation_state(&finish) == ("finished-earlier", Some(token.as_str()), true)
             && proxy.calls("RotateSecret") == 0
-            && outcomes(&finish).len() == 2
+            && outcomes(&finish).len() == 1
             && outcomes(&finish).values().all(|o| o == "deleted"),
         "run again after the rotation completed, revoke must finish the retirements without rotating (RotateSecret calls {}): {}",
         proxy.calls("RotateSecret"),
