@@ -1,6 +1,8 @@
 //! finishSecret: every key the secret owns that no version will need is retired, AWSCURRENT
 //! moves to the token's version (AWSPREVIOUS follows), AWSPENDING leaves it, and the key that
-//! became the previous one is retired by policy. A retry after the label moved still retires.
+//! became the previous one is retired by policy, or, with a grace period, scheduled for
+//! retirement on the secret's tags (`crate::grace`; the sweep retires it when the grace ends).
+//! A retry after the label moved still retires (or schedules).
 //! Which keys are owned and needed is the survey's to say (`crate::ownership`); which key a
 //! version holds comes from its value, never from a name.
 
