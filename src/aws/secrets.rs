@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, SecretListEntry, Tag};
 use aws_sdk_secretsmanager::{config, Client};
 
 use super::throttle::{CallOverride, CallPolicy};
@@ -224,25 +224,14 @@ impl SecretStore for AwsSecretStore {
     }
 }
 
-#[async_trait]
-impl SecretCatalog for AwsSecretStore {
-    async fn list_secrets(
+impl AwsSecretStore {
+    /// ListSecrets with `filters` (all must match; a filter's values are alternatives), every
+    /// page: the ARNs of the secrets `keep` accepts.
+    async fn list_pages(
         &self,
-        tag_key: &str,
-        name_prefix: Option<&str>,
+        filters: Vec<Filter>,
+        keep: impl Fn(&SecretListEntry) -> bool,
     ) -> Result<Vec<String>, AwsError> {
-        let mut filters = vec![Filter::builder()
-            .key(FilterNameStringType::TagKey)
-            .values(tag_key)
-            .build()];
-        if let Some(prefix) = name_prefix {
-            filters.push(
-                Filter::builder()
-                    .key(FilterNameStringType::Name)
-                    .values(prefix)
-                    .build(),
-            );
-        }
         let mut arns = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -260,16 +249,10 @@ impl SecretCatalog for AwsSecretStore {
                 })
                 .await
                 .map_err(|e| aws_error("ListSecrets", &e))?;
-            // The tag-key filter matches a prefix of a tag's key (`KeyName` finds `KeyNameOld`),
-            // and the name filter a prefix of the name: keep the secrets that carry the exact
-            // tag and whose names start with the prefix.
             arns.extend(
                 out.secret_list()
                     .iter()
-                    .filter(|s| s.tags().iter().any(|t| t.key() == Some(tag_key)))
-                    .filter(|s| {
-                        name_prefix.is_none_or(|p| s.name().is_some_and(|n| n.starts_with(p)))
-                    })
+                    .filter(|s| keep(s))
                     .filter_map(|s| s.arn().map(str::to_owned)),
             );
             next = next_page(out.next_token(), &next);
@@ -277,6 +260,39 @@ impl SecretCatalog for AwsSecretStore {
                 return Ok(arns);
             }
         }
+    }
+}
+
+fn filter(key: FilterNameStringType, values: Vec<String>) -> Filter {
+    Filter::builder().key(key).set_values(Some(values)).build()
+}
+
+/// ListSecrets' name filter matches a prefix, as wanted; kept here so that a listing that
+/// ignored it is still held to it.
+fn named_under(s: &SecretListEntry, name_prefix: Option<&str>) -> bool {
+    name_prefix.is_none_or(|p| s.name().is_some_and(|n| n.starts_with(p)))
+}
+
+#[async_trait]
+impl SecretCatalog for AwsSecretStore {
+    async fn list_secrets(
+        &self,
+        tag_key: &str,
+        name_prefix: Option<&str>,
+    ) -> Result<Vec<String>, AwsError> {
+        let mut filters = vec![filter(
+            FilterNameStringType::TagKey,
+            vec![tag_key.to_owned()],
+        )];
+        if let Some(prefix) = name_prefix {
+            filters.push(filter(FilterNameStringType::Name, vec![prefix.to_owned()]));
+        }
+        // The tag-key filter matches a prefix of a tag's key (`KeyName` finds `KeyNameOld`):
+        // keep the secrets that carry the exact tag.
+        self.list_pages(filters, |s| {
+            s.tags().iter().any(|t| t.key() == Some(tag_key)) && named_under(s, name_prefix)
+        })
+        .await
     }
 
     async fn list_secrets_tagged(
@@ -287,68 +303,31 @@ impl SecretCatalog for AwsSecretStore {
         rotated_by: Option<&str>,
     ) -> Result<Vec<String>, AwsError> {
         let mut arns = Vec::new();
-        // A filter takes at most ten values (matched as alternatives); the filters of a call
-        // must all match.
+        // A filter takes at most ten values (matched as alternatives).
         for chunk in value_prefixes.chunks(10) {
             let mut filters = vec![
-                Filter::builder()
-                    .key(FilterNameStringType::TagKey)
-                    .values(tag_key_prefix)
-                    .build(),
-                Filter::builder()
-                    .key(FilterNameStringType::TagValue)
-                    .set_values(Some(chunk.to_vec()))
-                    .build(),
+                filter(
+                    FilterNameStringType::TagKey,
+                    vec![tag_key_prefix.to_owned()],
+                ),
+                filter(FilterNameStringType::TagValue, chunk.to_vec()),
             ];
             if let Some(prefix) = name_prefix {
-                filters.push(
-                    Filter::builder()
-                        .key(FilterNameStringType::Name)
-                        .values(prefix)
-                        .build(),
-                );
+                filters.push(filter(FilterNameStringType::Name, vec![prefix.to_owned()]));
             }
-            let mut next: Option<String> = None;
-            loop {
-                let out = self
-                    .policy
-                    .send("ListSecrets", |o| {
-                        self.client
-                            .list_secrets()
-                            .set_filters(Some(filters.clone()))
-                            .max_results(100)
-                            .set_next_token(next.clone())
-                            .customize()
-                            .config_override(overrides(o))
-                            .send()
-                    })
-                    .await
-                    .map_err(|e| aws_error("ListSecrets", &e))?;
-                // The name filter matches prefixes as wanted; another function's secrets
-                // (another stack's, which this role may not read) are left out.
-                arns.extend(
-                    out.secret_list()
-                        .iter()
-                        .filter(|s| {
-                            name_prefix.is_none_or(|p| s.name().is_some_and(|n| n.starts_with(p)))
-                        })
-                        .filter(|s| {
-                            let other = crate::config::rotated_by_other(
-                                s.rotation_lambda_arn(),
-                                rotated_by,
-                            );
-                            if let Some(other) = other {
-                                tracing::info!(secret = ?s.arn(), function = other, "a retirement is due on a secret another rotation function rotates; left to it");
-                            }
-                            other.is_none()
-                        })
-                        .filter_map(|s| s.arn().map(str::to_owned)),
-                );
-                next = next_page(out.next_token(), &next);
-                if next.is_none() {
-                    break;
-                }
-            }
+            // Another function's secrets (another stack's, which this role may not read) are
+            // left out.
+            let found = self
+                .list_pages(filters, |s| {
+                    let other =
+                        crate::config::rotated_by_other(s.rotation_lambda_arn(), rotated_by);
+                    if let Some(other) = other {
+                        tracing::info!(secret = ?s.arn(), function = other, "a retirement is due on a secret another rotation function rotates; left to it");
+                    }
+                    other.is_none() && named_under(s, name_prefix)
+                })
+                .await?;
+            arns.extend(found);
         }
         arns.sort();
         arns.dedup();
