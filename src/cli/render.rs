@@ -303,6 +303,31 @@ impl Entry {
         }
     }
 
+    /// A command's entry that may have been refused or have failed (rollback, revoke): the
+    /// failure's line, and exit 1 for either.
+    fn refusable(
+        m: serde_json::Map<String, Value>,
+        mut text: Vec<String>,
+        seen: &Inspection,
+        refused: Option<&str>,
+        failed: Option<&str>,
+    ) -> Entry {
+        if let Some(e) = failed {
+            text.push(format!("  failed: {e}"));
+        }
+        let exit = if refused.is_some() || failed.is_some() {
+            EXIT_FINDINGS
+        } else {
+            EXIT_OK
+        };
+        Entry {
+            json: Value::Object(m),
+            text,
+            exit,
+            arn: Some(seen.meta.arn.clone()),
+        }
+    }
+
     pub fn rollback(input: String, seen: &Inspection, out: RollbackOutcome, apply: bool) -> Entry {
         let mut m = Self::base(&input, seen);
         m.insert("dry_run".into(), Value::Bool(!apply));
@@ -382,20 +407,7 @@ impl Entry {
                 text.push(format!("    {}. {what}  [{mark}]", i + 1));
             }
         }
-        if let Some(e) = &out.failed {
-            text.push(format!("  failed: {e}"));
-        }
-        let exit = if out.refused.is_some() || out.failed.is_some() {
-            EXIT_FINDINGS
-        } else {
-            EXIT_OK
-        };
-        Entry {
-            json: Value::Object(m),
-            text,
-            exit,
-            arn: Some(seen.meta.arn.clone()),
-        }
+        Self::refusable(m, text, seen, out.refused.as_deref(), out.failed.as_deref())
     }
 }
 
@@ -459,20 +471,7 @@ impl Entry {
                 }
             }
         }
-        if let Some(e) = &out.failed {
-            text.push(format!("  failed: {e}"));
-        }
-        let exit = if out.refused.is_some() || out.failed.is_some() {
-            EXIT_FINDINGS
-        } else {
-            EXIT_OK
-        };
-        Entry {
-            json: Value::Object(m),
-            text,
-            exit,
-            arn: Some(seen.meta.arn.clone()),
-        }
+        Self::refusable(m, text, seen, out.refused.as_deref(), out.failed.as_deref())
     }
 }
 

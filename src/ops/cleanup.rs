@@ -128,12 +128,7 @@ where
             ));
             return out;
         }
-        let errors: Vec<&str> = seen
-            .findings
-            .iter()
-            .filter(|f| f.is_error() && !RESOLVES.contains(&f.code))
-            .map(|f| f.code.as_str())
-            .collect();
+        let errors = seen.error_codes_except(&RESOLVES);
         if !errors.is_empty() {
             out.refused = Some(format!(
                 "the secret has error findings ({}): cleanup acts only on a secret whose every version and setting it can read; fix them first (api-key-rotator check {})",

@@ -76,6 +76,14 @@ impl Inspection {
     pub fn open_rotation(&self) -> Option<&str> {
         self.meta.open_rotation()
     }
+    /// The codes of its error findings, less those in `except` (what a command resolves).
+    pub fn error_codes_except(&self, except: &[Code]) -> Vec<&'static str> {
+        self.findings
+            .iter()
+            .filter(|f| f.is_error() && !except.contains(&f.code))
+            .map(|f| f.code.as_str())
+            .collect()
+    }
     pub fn key_of(&self, role: Role) -> Option<&KeyView> {
         self.keys.iter().find(|k| k.role == role)
     }

@@ -104,18 +104,13 @@ where
         let Some(settings) = &seen.settings else {
             return refuse(format!(
                 "the secret's settings are not valid ({}): a rotation would fail; fix them first (api-key-rotator check {})",
-                error_codes(seen),
+                seen.error_codes_except(&[]).join(", "),
                 meta.name
             ));
         };
         // The settings were read from the tags; the findings say whether the rest (plans,
         // TestUrl, values, open rotations) lets a rotation complete.
-        let blocking: Vec<&str> = seen
-            .findings
-            .iter()
-            .filter(|f| f.is_error() && !RESOLVES.contains(&f.code))
-            .map(|f| f.code.as_str())
-            .collect();
+        let blocking = seen.error_codes_except(&RESOLVES);
         if !blocking.is_empty() {
             return refuse(format!(
                 "the secret has error findings ({}): its rotation would fail or act on what the function cannot read; fix them first (api-key-rotator check {})",
@@ -328,13 +323,4 @@ fn new_token() -> String {
         fastrand::u64(..),
         fastrand::u64(..)
     )
-}
-
-fn error_codes(seen: &Inspection) -> String {
-    seen.findings
-        .iter()
-        .filter(|f| f.is_error())
-        .map(|f| f.code.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
