@@ -69,15 +69,7 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
     pub async fn sweep(&self) -> StepResult<SweepOutcome> {
         let config = self.config.as_ref().map_err(Clone::clone)?;
         let now = now_secs();
-        let arns = self
-            .secrets
-            .list_secrets_tagged(
-                RETIRE_TAG_PREFIX,
-                &due_prefixes(now),
-                config.secret_name_prefix.as_deref(),
-                config.function_name.as_deref(),
-            )
-            .await?;
+        let arns = self.due_secrets(now, config).await?;
         let mut outcome = SweepOutcome {
             due_secrets: arns.len(),
             ..SweepOutcome::default()
@@ -121,15 +113,7 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
         // leaves to the next run a minute later: the secrets left are counted when a listing of
         // what was due by then names them (a few calls, only when some were left).
         if !unfinished.is_empty() {
-            let late = self
-                .secrets
-                .list_secrets_tagged(
-                    RETIRE_TAG_PREFIX,
-                    &due_prefixes(now - LATE_AFTER),
-                    config.secret_name_prefix.as_deref(),
-                    config.function_name.as_deref(),
-                )
-                .await;
+            let late = self.due_secrets(now - LATE_AFTER, config).await;
             outcome.past_grace += match late {
                 Ok(late) => unfinished
                     .iter()
@@ -153,6 +137,22 @@ impl<S: SecretStore + SecretCatalog, K: KeyGateway, P: Prober> Rotator<S, K, P> 
             "sweep done"
         );
         Ok(outcome)
+    }
+
+    /// The secrets of this function with a retirement due by `at`.
+    async fn due_secrets(
+        &self,
+        at: i64,
+        config: &FunctionConfig,
+    ) -> Result<Vec<String>, crate::error::AwsError> {
+        self.secrets
+            .list_secrets_tagged(
+                RETIRE_TAG_PREFIX,
+                &due_prefixes(at),
+                config.secret_name_prefix.as_deref(),
+                config.function_name.as_deref(),
+            )
+            .await
     }
 
     /// One sweep as an invocation: its summary (`due_secrets`, `retired`, `released`, `left`),
